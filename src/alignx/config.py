@@ -1,0 +1,331 @@
+"""Typed configuration: dataclasses with one field per setting, loaded from YAML plus CLI overrides.
+
+Every subcommand takes one config dataclass. Values come, later winning, from the dataclass
+defaults, ``--config a.yaml`` (several allowed: base file then override files), and
+``key=value`` / ``--key value`` overrides with dotted keys for nested sections
+(``loss.lambda_ctr=0.5``). Each field's ``help`` metadata is shown by ``alignx <cmd> --help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - 'help' mirrors argparse
+    """A dataclass field with a help string (mutable defaults are copied per instance)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def section(cls: type, help: str) -> Any:  # noqa: A002
+    return field(default_factory=cls, metadata={"help": help})
+
+
+# --------------------------------------------------------------------------------------------
+# Core sections shared by the training stages
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = opt("", "HF hub id or local directory of a causal LM")
+    gguf_file: str | None = opt(None, "GGUF file name inside name_or_path (dequantised to torch on load)")
+    tokenizer: str | None = opt(None, "tokenizer id/dir when it differs from the model")
+    dtype: str = opt("auto", "weights/compute dtype: auto|float32|bfloat16|float16 (auto: bf16 on GPUs that support it)")
+    attn_implementation: str | None = opt(None, "attention kernel: sdpa|eager|flash_attention_2 (None: transformers default)")
+    trust_remote_code: bool = opt(False, "allow custom modelling code from the hub")
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = opt(False, "train LoRA adapters instead of all weights")
+    r: int = opt(16, "LoRA rank")
+    alpha: int = opt(32, "LoRA alpha")
+    dropout: float = opt(0.05, "LoRA dropout")
+    target_modules: str = opt("all-linear", "comma-separated module names, or 'all-linear'")
+    merge_on_export: bool = opt(True, "write a merged full model (final/merged) at the end of training")
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ConfigError(f"lora.r must be positive, got {self.r}")
+
+
+@dataclass
+class LossConfig:
+    lambda_ctr: float = opt(0.3, "weight of the contrastive alignment loss L_CTR (reference 0.3; 0 disables)")
+    lambda_lam: float = opt(0.4, "weight of the language-matching loss L_LAM (reference 0.4; 0 disables)")
+    tau: float = opt(0.1, "temperature of the InfoNCE similarity cos/tau (reference 0.1)")
+    align_layer: int = opt(-1, "hidden_states index for L_CTR (0 = embeddings); -1 = middle layer, num_layers // 2")
+    ctr_symmetric: bool = opt(False, "InfoNCE in both directions x->y and y->x (reference: one direction)")
+    ctr_gather: bool = opt(False, "gather contrastive negatives across data-parallel ranks (reference: no)")
+    lam_width: int = opt(128, "hidden width of the language-matching gated MLP (reference 128)")
+    lam_lr: float | None = opt(None, "learning rate of the language-matching head (None: same as model)")
+    ntp_on_prompt: bool = opt(True, "stage 1: next-token loss on the whole sequence incl. prompt (reference: yes)")
+    ntp_chunk_size: int = opt(1024, "tokens per chunk of the fused next-token loss (0: full logits at once)")
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0:
+            raise ConfigError(f"loss.tau must be > 0, got {self.tau}")
+        if self.lambda_ctr < 0 or self.lambda_lam < 0:
+            raise ConfigError("loss.lambda_ctr and loss.lambda_lam must be >= 0")
+        if self.lam_width <= 0:
+            raise ConfigError(f"loss.lam_width must be positive, got {self.lam_width}")
+
+
+@dataclass
+class DataConfig:
+    parallel: list[str] = opt([], "stage 1 / translation-instruction files: .jsonl {src,tgt,src_lang,tgt_lang}, .tsv, or Moses 'prefix.src-tgt'")
+    instructions: list[str] = opt([], "stage 2 instruction files: .jsonl Alpaca {instruction,input,output} or chat {messages}")
+    translation_in_sft: bool = opt(True, "stage 2: also train on the parallel files rendered as translation instructions")
+    template: str = opt(
+        "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output: ",
+        "translation-instruction template; fields {src} {src_name} {tgt_name} {src_lang} {tgt_lang}; the target follows",
+    )
+    both_directions: bool = opt(True, "render every pair in both directions (x->y and y->x)")
+    max_length: int = opt(512, "max tokens per row (reference 512)")
+    max_pairs: int | None = opt(None, "use at most this many pairs per file (after shuffling)")
+    on_bad_row: str = opt("error", "error: stop at the first bad row (file:line) | skip: skip and count")
+    use_chat_template: bool = opt(True, "stage 2: use the tokenizer's chat template when it has one")
+    seed: int = opt(0, "shuffle seed")
+
+    def __post_init__(self) -> None:
+        if self.on_bad_row not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
+        for key in ("{src}",):
+            if key not in self.template:
+                raise ConfigError(f"data.template must contain {key}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = opt(2e-6, "peak learning rate (reference 2e-6 full-parameter; LoRA typically 1e-4..2e-4)")
+    epochs: float = opt(2.0, "training epochs (reference 2)")
+    max_steps: int = opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
+    batch_size: int = opt(8, "rows per device per micro-batch")
+    grad_accum: int = opt(1, "micro-batches per optimiser step (global batch = batch_size * grad_accum * world size)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup_ratio: float = opt(0.03, "share of steps with linear warm-up")
+    scheduler: str = opt("cosine", "transformers lr scheduler name")
+    max_grad_norm: float = opt(1.0, "gradient clipping")
+    seed: int = opt(42, "training seed")
+
+
+@dataclass
+class TrainConfig:
+    stage: int = opt(1, "1: continual pre-training with alignment losses; 2: instruction fine-tuning")
+    output_dir: str = opt("runs/alignx", "where checkpoints, logs and the final model are written")
+    model: ModelConfig = section(ModelConfig, "model to train")
+    lora: LoraConfig = section(LoraConfig, "LoRA adapters (PEFT)")
+    loss: LossConfig = section(LossConfig, "stage 1 objectives")
+    data: DataConfig = section(DataConfig, "training data")
+    optim: OptimConfig = section(OptimConfig, "optimisation")
+    logging_steps: int = opt(10, "log every N optimiser steps")
+    save_steps: int = opt(500, "checkpoint every N optimiser steps")
+    save_total_limit: int = opt(2, "keep at most this many checkpoints")
+    resume: str | None = opt(None, "resume from a checkpoint dir, or 'latest' for the newest in output_dir")
+    report_to: str = opt("tensorboard", "comma-separated trackers: tensorboard|wandb|none")
+    num_workers: int = opt(0, "dataloader workers")
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: defaults <- YAML files <- overrides
+# --------------------------------------------------------------------------------------------
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Turn a YAML/CLI value into the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")) and type(None) in args:
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot parse {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v] if not value.startswith("[") else yaml.safe_load(value)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, where) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            if tp is int and isinstance(value, str):
+                return int(float(value)) if float(value).is_integer() else int(value)
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _merge(target: dict[str, Any], cls: type, updates: dict[str, Any], prefix: str, source: str) -> None:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in updates.items():
+        if key not in names:
+            close = [n for n in names if n.startswith(key[:3])]
+            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
+            raise ConfigError(f"{source}: unknown setting {prefix}{key}{hint}")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{key} is a section; give a mapping")
+            _merge(target.setdefault(key, {}), tp, value, f"{prefix}{key}.", source)
+        else:
+            target[key] = _coerce(value, tp, f"{source}: {prefix}{key}")
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            tp = hints[f.name]
+            kwargs[f.name] = _build(tp, values[f.name]) if _is_dataclass_type(tp) else values[f.name]
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def _dotted_to_nested(key: str, value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cur = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> None:
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+
+
+def load_config(cls: type[T], yaml_files: list[str | Path] = (), overrides: list[str] | dict[str, Any] = ()) -> T:
+    """Build ``cls`` from defaults, YAML files (in order) and ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    for path in yaml_files:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        _merge(values, cls, data, "", str(path))
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    for key, raw in items:
+        nested: dict[str, Any] = {}
+        _merge(nested, cls, _dotted_to_nested(key, _parse_scalar(raw)), "", "override")
+        _deep_update(values, nested)
+    return _build(cls, values)
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. loss.lambda_ctr=0.5)")
+    key, value = text.split("=", 1)
+    return key.strip().lstrip("-").replace("-", "_"), value
+
+
+def _parse_scalar(raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    if raw.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError:
+            return raw
+    return raw
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every setting, for ``--help``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            rows.extend(describe(tp, f"{prefix}{f.name}."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append((prefix + f.name, json.dumps(default, ensure_ascii=False), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,49 @@
+"""Pooling of token states into sentence vectors over token spans (padding never counts)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def span_mask(starts: torch.Tensor, ends: torch.Tensor, seq_len: int, shift: int = 0) -> torch.Tensor:
+    """Boolean mask [N, T] that is True on positions ``starts[n] - shift <= t < ends[n] - shift``.
+
+    starts, ends: [N] int tensors (end exclusive). ``shift=1`` selects the positions whose output
+    predicts the span's tokens (next-token alignment). Positions are clamped to [0, T).
+    """
+    pos = torch.arange(seq_len, device=starts.device).unsqueeze(0)  # [1, T]
+    lo = (starts - shift).clamp(min=0).unsqueeze(1)
+    hi = (ends - shift).clamp(min=0).unsqueeze(1)
+    return (pos >= lo) & (pos < hi)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` [N, T, H] over the True positions of ``mask`` [N, T] -> [N, H].
+
+    Rows with an empty mask give zeros (callers drop such rows before using them).
+    """
+    m = mask.to(hidden.dtype).unsqueeze(-1)  # [N, T, 1]
+    total = (hidden * m).sum(dim=1)
+    count = m.sum(dim=1).clamp(min=1.0)
+    return total / count
+
+
+def pool_spans(hidden: torch.Tensor, row: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0) -> torch.Tensor:
+    """Mean-pool spans of a batch of sequences.
+
+    hidden: [B, T, H] states; row: [N] which sequence each span lives in; starts/ends: [N] token
+    offsets (end exclusive). Returns [N, H]. Several spans may share a row (packed sequences).
+    """
+    mask = span_mask(starts, ends, hidden.shape[1], shift)  # [N, T]
+    return masked_mean(hidden[row], mask)
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """State of the last non-padding token of each row: hidden [B, T, H], attention_mask [B, T] -> [B, H].
+
+    Works for left and right padding.
+    """
+    T = attention_mask.shape[1]
+    pos = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)
+    last = torch.where(attention_mask.bool(), pos, torch.full_like(pos, -1)).max(dim=1).values.clamp(min=0)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
