@@ -1,0 +1,70 @@
+"""Parallel text from locally installed packages (Debian, npm), aligned against an English pivot.
+
+Each source module exposes ``INFO`` (:class:`SourceInfo`) and
+``iter_pairs(languages, root, pivot="en", progress=True) -> Iterator[dict]`` yielding pair dicts
+``{"src", "tgt", "src_lang", "tgt_lang", "id", "source"}`` with the pivot on the source side, in a
+deterministic order. A missing package raises :class:`MissingSourceError` saying what to install.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class MissingSourceError(RuntimeError):
+    """The package holding a source's files is not installed (the message says which)."""
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    description: str
+    licence: str
+    licence_url: str
+    homepage: str
+    install: str  # shell command that installs the package(s), {lang} is the package language suffix
+    default_root: str | None
+    notes: str = ""
+
+
+def debian_version(package: str, doc_dir: Path | None = None) -> str | None:
+    """Version of a Debian package: from dpkg's status file, else the shipped changelog's first line."""
+    status = Path("/var/lib/dpkg/status")
+    if status.exists():
+        block = re.search(rf"^Package: {re.escape(package)}\n(?:.+\n)*?Version: (\S+)", status.read_text("utf-8", "replace"), re.M)
+        if block:
+            return block.group(1)
+    for base in [doc_dir, Path("/usr/share/doc")]:
+        log = base / package / "changelog.Debian.gz" if base else None
+        if log and log.exists():
+            with gzip.open(log, "rt", encoding="utf-8", errors="replace") as fh:
+                match = re.match(r"\S+ \(([^)]+)\)", fh.readline())
+            if match:
+                return match.group(1)
+    return None
+
+
+def _registry() -> dict[str, Any]:
+    # Imported lazily so that `sources` itself has no import cycle with the modules.
+    from alignx.data.sources import libreoffice_help, quran, udhr
+
+    return {m.INFO.name: m for m in (libreoffice_help, udhr, quran)}
+
+
+def get_source(name: str) -> Any:
+    reg = _registry()
+    if name not in reg:
+        raise KeyError(f"unknown data source {name!r}; known: {', '.join(sorted(reg))}")
+    return reg[name]
+
+
+def source_names() -> list[str]:
+    return sorted(_registry())
+
+
+PairIter = Callable[..., Iterator[dict]]

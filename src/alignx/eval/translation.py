@@ -1,0 +1,413 @@
+"""In-context translation evaluation: k-shot prompts, greedy batched generation, corpus metrics.
+
+Data: JSONL files of ``{"src", "tgt", "src_lang", "tgt_lang"}`` rows (a pair can be evaluated in
+either direction), or a FLORES-style directory of ``<flores_code>.<split>`` line files
+(``eng_Latn.devtest``; also ``devtest/eng_Latn.devtest`` and FLORES-101's ``eng.devtest``).
+
+Metrics are corpus-level sacrebleu (one implementation for every number):
+- spBLEU = ``BLEU(tokenize="flores101")``. sacrebleu 2.6 needs the ``sentencepiece`` package AND a
+  SentencePiece model it downloads on first use to ``$SACREBLEU/models/sacrebleu_tokenizer_spm.model``
+  (default ``~/.sacrebleu``); offline it cannot fetch it. With ``bleu_tokenize="auto"`` we use
+  flores101 when both are present, else fall back per target language to an offline tokenizer:
+  ``zh`` for Chinese, ``char`` for scripts written without spaces (ja th km lo my), ``13a`` otherwise.
+  The tokenizer used is stored with every score: fallback BLEU is NOT comparable to published spBLEU.
+- chrF++ = ``CHRF(word_order=2)`` (tokenizer-free).
+- COMET only with the ``comet`` package and a local checkpoint path; otherwise ``None``.
+- Off-target rate: share of outputs whose identified language is not the target (:mod:`.langid`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from alignx import languages
+from alignx.eval.langid import LanguageIdentifier
+
+log = logging.getLogger(__name__)
+
+BLEU_TOKENIZERS = ("auto", "flores101", "flores200", "13a", "intl", "char", "zh", "none")
+_NO_SPACE_SCRIPTS = {"Jpan", "Thai", "Khmr", "Laoo", "Mymr"}
+N_SAMPLES = 5  # rows of {src, ref, hyp} stored in eval.json per direction
+
+
+@dataclass(frozen=True)
+class Pair:
+    src: str
+    tgt: str
+    src_lang: str
+    tgt_lang: str
+
+    def reversed(self) -> Pair:
+        return Pair(self.tgt, self.src, self.tgt_lang, self.src_lang)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading data
+# --------------------------------------------------------------------------------------------
+
+
+def parse_direction(text: str) -> tuple[str, str]:
+    """``"en-de"`` / ``"eng_Latn-deu_Latn"`` -> canonical ``("en", "de")``."""
+    parts = text.split("-")
+    # codes may contain '-' themselves (zh-Hant): try every split point
+    for i in range(1, len(parts)):
+        try:
+            return languages.normalize("-".join(parts[:i])), languages.normalize("-".join(parts[i:]))
+        except languages.UnknownLanguageError:
+            continue
+    raise ValueError(f"bad translation direction {text!r}: expected '<src>-<tgt>' with known codes, e.g. 'en-de'")
+
+
+def read_parallel_jsonl(path: str | Path) -> list[Pair]:
+    """Rows ``{"src","tgt","src_lang","tgt_lang"}``; errors name file:line."""
+    pairs = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+            missing = [k for k in ("src", "tgt", "src_lang", "tgt_lang") if not isinstance(row.get(k), str)]
+            if missing:
+                raise ValueError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
+            try:
+                src_lang, tgt_lang = languages.normalize(row["src_lang"]), languages.normalize(row["tgt_lang"])
+            except languages.UnknownLanguageError as e:
+                raise ValueError(f"{where}: {e}") from None
+            pairs.append(Pair(row["src"].strip(), row["tgt"].strip(), src_lang, tgt_lang))
+    return pairs
+
+
+def _flores_file(root: Path, lang: str, split: str) -> Path:
+    info = languages.get(lang)
+    candidates = [d / f"{code}.{split}" for d in (root, root / split) for code in (info.flores, info.iso3)]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{root}: no FLORES file for {lang} split {split} (looked for {candidates[0].name}, {candidates[1].name}, also under {split}/)")
+
+
+def read_flores_dir(root: str | Path, src_lang: str, tgt_lang: str, split: str = "devtest") -> list[Pair]:
+    """Line-aligned FLORES files -> pairs for one direction."""
+    root = Path(root)
+    src_path, tgt_path = _flores_file(root, src_lang, split), _flores_file(root, tgt_lang, split)
+    src_lines = src_path.read_text(encoding="utf-8").splitlines()
+    tgt_lines = tgt_path.read_text(encoding="utf-8").splitlines()
+    if len(src_lines) != len(tgt_lines):
+        raise ValueError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}: not line-aligned")
+    src_lang, tgt_lang = languages.normalize(src_lang), languages.normalize(tgt_lang)
+    return [Pair(s.strip(), t.strip(), src_lang, tgt_lang) for s, t in zip(src_lines, tgt_lines, strict=True)]
+
+
+def group_by_direction(pairs: Iterable[Pair], directions: Sequence[str] = ()) -> dict[tuple[str, str], list[Pair]]:
+    """Pairs per direction. With ``directions`` given, pairs stored the other way round are reversed."""
+    pairs = list(pairs)
+    wanted = [parse_direction(d) for d in directions] or sorted({(p.src_lang, p.tgt_lang) for p in pairs})
+    out: dict[tuple[str, str], list[Pair]] = {}
+    for src, tgt in wanted:
+        rows = [p for p in pairs if (p.src_lang, p.tgt_lang) == (src, tgt)]
+        rows += [p.reversed() for p in pairs if (p.src_lang, p.tgt_lang) == (tgt, src)]
+        out[(src, tgt)] = rows
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+def select_shots(pool: Sequence[Pair], k: int, seed: int, index: int, test: Pair) -> list[Pair]:
+    """k demonstrations for test item ``index``: fixed seed, never the test pair itself.
+
+    Sampling is seeded per item (``seed``, ``index``) so results do not depend on batch order;
+    any pool row sharing the test source or reference is excluded (no leakage when the pool
+    overlaps the test set).
+    """
+    if k <= 0:
+        return []
+    eligible = [p for p in pool if p.src != test.src and p.tgt != test.tgt and p.src != test.tgt]
+    if len(eligible) < k:
+        raise ValueError(f"{k}-shot prompts need {k} dev pairs for {test.src_lang}-{test.tgt_lang}, only {len(eligible)} available")
+    rng = random.Random(seed * 1_000_003 + index)
+    return rng.sample(eligible, k)
+
+
+def build_prompt(src: str, shots: Sequence[Pair], src_lang: str, tgt_lang: str) -> str:
+    """Plain completion prompt; the model continues after ``<Target name>:`` and we stop at newline.
+
+        Translate the following sentences from English to German.
+
+        English: <shot src>
+        German: <shot tgt>
+
+        English: <src>
+        German:
+    """
+    src_name, tgt_name = languages.name(src_lang), languages.name(tgt_lang)
+    blocks = [f"Translate the following sentences from {src_name} to {tgt_name}."]
+    blocks += [f"{src_name}: {s.src}\n{tgt_name}: {s.tgt}" for s in shots]
+    blocks.append(f"{src_name}: {src}\n{tgt_name}:")
+    return "\n\n".join(blocks)
+
+
+def apply_chat(tokenizer: Any, prompt: str) -> str:
+    """Wrap a prompt as one user turn with the tokenizer's chat template (generation prompt added)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("use_chat_template is set but the tokenizer has no chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Generation
+# --------------------------------------------------------------------------------------------
+
+
+class _StopOnNewline:
+    """Stopping criterion: a row is done once its new text contains a newline (EOS is handled by generate)."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        # a leading newline right after "German:" is not an answer yet: need text before it
+        return torch.tensor(["\n" in t.lstrip() for t in texts], device=input_ids.device)
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 256, desc: str = "translate") -> list[str]:
+    """Greedy continuations, batched with left padding, cut at the first newline; order preserved."""
+    from transformers import StoppingCriteriaList
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+    device = next(model.parameters()).device
+    # longest first: similar lengths share a batch (less padding) and OOM shows up at once
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            prompt_len = enc["input_ids"].shape[1]
+            gen = model.generate(
+                **enc,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+                stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len)]),
+            )
+            texts = tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                out[i] = text.strip().split("\n", 1)[0].strip()
+    finally:
+        tokenizer.padding_side = old_side
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def spm_model_path() -> Path:
+    """Where sacrebleu looks for the flores101 SentencePiece model (it downloads it there when online)."""
+    from sacrebleu.utils import SACREBLEU_DIR
+
+    return Path(SACREBLEU_DIR) / "models" / "sacrebleu_tokenizer_spm.model"
+
+
+def flores_tokenizer_available(name: str = "flores101") -> bool:
+    from sacrebleu.utils import SACREBLEU_DIR
+
+    files = {"flores101": "sacrebleu_tokenizer_spm.model", "flores200": "flores200sacrebleuspm"}
+    return importlib.util.find_spec("sentencepiece") is not None and (Path(SACREBLEU_DIR) / "models" / files[name]).is_file()
+
+
+def resolve_bleu_tokenizer(requested: str, tgt_lang: str) -> str:
+    """The sacrebleu tokenizer to use: flores101 when it can run offline, else a per-target fallback."""
+    if requested not in BLEU_TOKENIZERS:
+        raise ValueError(f"bleu_tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {requested!r}")
+    if requested in ("flores101", "flores200"):
+        if not flores_tokenizer_available(requested):
+            raise RuntimeError(
+                f"BLEU tokenizer {requested} needs `pip install sentencepiece` and its SentencePiece model in "
+                f"{spm_model_path().parent} (sacrebleu downloads it when online); or use bleu_tokenize=auto"
+            )
+        return requested
+    if requested != "auto":
+        return requested
+    if flores_tokenizer_available("flores101"):
+        return "flores101"
+    info = languages.get(tgt_lang)
+    if info.script in ("Hans", "Hant"):
+        return "zh"
+    return "char" if info.script in _NO_SPACE_SCRIPTS else "13a"
+
+
+def corpus_scores(hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> dict[str, float]:
+    """Corpus BLEU (with the given sacrebleu tokenizer) and chrF++ on 0-100 scales."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    bleu = BLEU(tokenize=tokenize).corpus_score(list(hyps), [list(refs)])
+    chrf = CHRF(word_order=2).corpus_score(list(hyps), [list(refs)])
+    return {"spbleu": round(bleu.score, 4), "chrf++": round(chrf.score, 4)}
+
+
+def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], model_path: str | None, batch_size: int = 8) -> tuple[float | None, str | None]:
+    """(system COMET score, None) or (None, why it was skipped)."""
+    if not model_path:
+        return None, "COMET skipped: no comet_model path configured"
+    if importlib.util.find_spec("comet") is None:
+        return None, "COMET skipped: package 'unbabel-comet' is not installed"
+    if not os.path.exists(model_path):
+        return None, f"COMET skipped: checkpoint {model_path} not found"
+    from comet import load_from_checkpoint
+
+    model = load_from_checkpoint(model_path)
+    data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs, strict=True)]
+    result = model.predict(data, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False)
+    return float(result.system_score), None
+
+
+# --------------------------------------------------------------------------------------------
+# One call for a set of directions
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_direction(
+    model: Any,
+    tokenizer: Any,
+    test: Sequence[Pair],
+    dev: Sequence[Pair],
+    *,
+    shots: int = 0,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    use_chat_template: bool = False,
+    bleu_tokenize: str = "auto",
+    comet_model: str | None = None,
+    identifier: LanguageIdentifier | None = None,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Translate ``test`` and score it. Returns (eval.json entry, all {src, ref, hyp} rows)."""
+    if not test:
+        raise ValueError("no test pairs for this direction")
+    src_lang, tgt_lang = test[0].src_lang, test[0].tgt_lang
+    identifier = identifier or LanguageIdentifier()
+    prompts = []
+    for i, pair in enumerate(test):
+        prompt = build_prompt(pair.src, select_shots(dev, shots, seed, i, pair), src_lang, tgt_lang)
+        prompts.append(apply_chat(tokenizer, prompt) if use_chat_template else prompt)
+    hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}")
+    refs = [p.tgt for p in test]
+    tokenizer_name = resolve_bleu_tokenizer(bleu_tokenize, tgt_lang)
+    comet, why = comet_score([p.src for p in test], hyps, refs, comet_model, batch_size)
+    if why:
+        log.info("%s-%s: %s", src_lang, tgt_lang, why)
+    rows = [{"src": p.src, "ref": p.tgt, "hyp": h} for p, h in zip(test, hyps, strict=True)]
+    entry = {
+        **corpus_scores(hyps, refs, tokenizer_name),
+        "off_target": round(identifier.off_target_rate(hyps, tgt_lang), 4),
+        "n": len(test),
+        "comet": comet,
+        "tokenizer": tokenizer_name,
+        "shots": shots,
+        "langid": identifier.method_for(tgt_lang),
+        "samples": rows[:N_SAMPLES],
+    }
+    if why:
+        entry["comet_note"] = why
+    return entry, rows
+
+
+def load_translation_sets(
+    files: Sequence[str] = (),
+    dev_files: Sequence[str] = (),
+    flores_dir: str | None = None,
+    directions: Sequence[str] = (),
+    flores_split: str = "devtest",
+    flores_dev_split: str = "dev",
+    limit: int | None = None,
+) -> dict[tuple[str, str], tuple[list[Pair], list[Pair]]]:
+    """(test pairs, dev pool) per direction from JSONL files and/or a FLORES directory.
+
+    The dev pool for JSONL comes from ``dev_files``; without them the test file itself is the
+    pool (shot selection then excludes the test pair). FLORES uses its ``dev`` split.
+    """
+    sets: dict[tuple[str, str], tuple[list[Pair], list[Pair]]] = {}
+    if files:
+        test = group_by_direction([p for f in files for p in read_parallel_jsonl(f)], directions)
+        dev = group_by_direction([p for f in dev_files for p in read_parallel_jsonl(f)], [f"{s}-{t}" for s, t in test])
+        for key, rows in test.items():
+            if not rows:
+                raise ValueError(f"no pairs for direction {key[0]}-{key[1]} in {', '.join(files)}")
+            pool = dev.get(key) or []
+            if not pool:
+                log.warning("%s-%s: no dev file given, drawing shots from the test set (test pair excluded)", *key)
+                pool = rows
+            sets[key] = (rows[:limit] if limit else rows, pool)
+    if flores_dir:
+        if not directions:
+            raise ValueError("a FLORES directory needs explicit directions, e.g. directions=[en-de, de-en]")
+        for d in directions:
+            key = parse_direction(d)
+            rows = read_flores_dir(flores_dir, *key, split=flores_split)
+            try:
+                pool = read_flores_dir(flores_dir, *key, split=flores_dev_split)
+            except FileNotFoundError:
+                log.warning("%s-%s: no FLORES %s split, drawing shots from %s (test pair excluded)", *key, flores_dev_split, flores_split)
+                pool = rows
+            sets[key] = (rows[:limit] if limit else rows, pool)
+    return sets
+
+
+def run_translation(
+    model: Any,
+    tokenizer: Any,
+    sets: dict[tuple[str, str], tuple[list[Pair], list[Pair]]],
+    *,
+    shots: int = 0,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    use_chat_template: bool = False,
+    bleu_tokenize: str = "auto",
+    comet_model: str | None = None,
+    langid: str = "auto",
+    outputs_dir: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate every direction; returns ``{"<src>-<tgt>": entry}`` (and writes all outputs when asked)."""
+    identifier = LanguageIdentifier(langid)
+    results: dict[str, dict[str, Any]] = {}
+    for (src, tgt), (test, dev) in sets.items():
+        entry, rows = evaluate_direction(
+            model, tokenizer, test, dev, shots=shots, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
+            use_chat_template=use_chat_template, bleu_tokenize=bleu_tokenize, comet_model=comet_model, identifier=identifier,
+        )  # fmt: skip
+        results[f"{src}-{tgt}"] = entry
+        log.info("%s-%s: spBLEU(%s) %.2f chrF++ %.2f off-target %.2f (n=%d)", src, tgt, entry["tokenizer"], entry["spbleu"], entry["chrf++"], entry["off_target"], entry["n"])
+        if outputs_dir is not None:
+            path = Path(outputs_dir) / f"translations.{src}-{tgt}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return results

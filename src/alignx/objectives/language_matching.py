@@ -1,0 +1,59 @@
+"""Language feature integration (L_LAM): a small classifier tells whether two sentences share a language."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LanguageMatchingHead(nn.Module):
+    """2-layer gated MLP on [s_i ; s_j] (2H -> width -> 2, no bias), as in the reference.
+
+    logits = down(silu(gate(z)) * up(z)), z = [s_i ; s_j]. It is trained with the model and
+    discarded at inference. Weights stay fp32 whatever the model dtype.
+    """
+
+    def __init__(self, hidden_size: int, width: int = 128) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.width = width
+        self.gate = nn.Linear(2 * hidden_size, width, bias=False)
+        self.up = nn.Linear(2 * hidden_size, width, bias=False)
+        self.down = nn.Linear(width, 2, bias=False)
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        """pair: [..., 2H] -> logits [..., 2]."""
+        return self.down(F.silu(self.gate(pair)) * self.up(pair))
+
+    def all_pairs(self, s: torch.Tensor) -> torch.Tensor:
+        """Logits for every ordered pair (s_i, s_j): s [S, H] -> [S, S, 2].
+
+        Uses that a linear map of a concatenation splits: W [a; b] = W_a a + W_b b, so the
+        [S, S, 2H] pair tensor is never built (memory S*S*width instead of S*S*2H).
+        """
+        H = self.hidden_size
+        g = F.linear(s, self.gate.weight[:, :H]).unsqueeze(1) + F.linear(s, self.gate.weight[:, H:]).unsqueeze(0)
+        u = F.linear(s, self.up.weight[:, :H]).unsqueeze(1) + F.linear(s, self.up.weight[:, H:]).unsqueeze(0)
+        return self.down(F.silu(g) * u)
+
+
+def language_matching_loss(states: torch.Tensor, lang_ids: torch.Tensor, head: LanguageMatchingHead) -> torch.Tensor:
+    """Cross-entropy over all (S)^2 ordered pairs of "same language?" predictions.
+
+    states: [S, H] pooled last-layer states of every x and y in the batch (S = 2B).
+    lang_ids: [S] integer language ids. Label of pair (i, j) is 1 if lang_ids[i] == lang_ids[j].
+    Returns the mean over all S*S pairs (self-pairs included, as in the reference), a scalar.
+    """
+    logits = head.all_pairs(states.float())  # [S, S, 2]
+    labels = (lang_ids.unsqueeze(1) == lang_ids.unsqueeze(0)).long()  # [S, S]
+    return F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
+
+
+def language_matching_loss_naive(states: torch.Tensor, lang_ids: torch.Tensor, head: LanguageMatchingHead) -> torch.Tensor:
+    """Same as :func:`language_matching_loss` but builds the [S, S, 2H] concatenations (for tests)."""
+    S = states.shape[0]
+    s = states.float()
+    pairs = torch.cat([s.unsqueeze(1).expand(S, S, -1), s.unsqueeze(0).expand(S, S, -1)], dim=-1)
+    labels = (lang_ids.unsqueeze(1) == lang_ids.unsqueeze(0)).long()
+    return F.cross_entropy(head(pairs).reshape(-1, 2), labels.reshape(-1))

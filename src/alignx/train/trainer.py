@@ -1,0 +1,157 @@
+"""HF Trainer extended through compute_loss and log (plus saving the LM and the L_LAM head apart).
+
+Loss normalisation (why gradient accumulation and data parallelism do not change the loss):
+- L_NTP is a token-level mean over the *whole* optimiser step: each micro-batch contributes
+  sum(token losses) / N, N = target tokens in all micro-batches of the step on all ranks (the
+  Trainer's ``num_items_in_batch``). Multiplying by the world size undoes DDP's gradient averaging.
+  So 1 micro-batch of 8 rows and 8 micro-batches of 1 row give the same loss and gradients.
+- L_CTR and L_LAM are batch-level means (in-batch negatives / pairs): each micro-batch contributes
+  its value / number of micro-batches, i.e. the step's loss is their mean over micro-batches and
+  ranks. (Their value itself depends on the micro-batch size, which sets the negatives.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+
+from alignx.model.alignx_model import HEAD_WEIGHTS, AlignXModel
+
+TERMS = ("ntp", "ctr", "lam")
+
+
+def combine_losses(
+    out: dict[str, torch.Tensor],
+    lambda_ctr: float,
+    lambda_lam: float,
+    num_items_in_batch: torch.Tensor | int | None,
+    grad_accum_steps: int,
+    world_size: int,
+) -> torch.Tensor:
+    """Total loss L = L_NTP + lambda_ctr * L_CTR + lambda_lam * L_LAM for one micro-batch (see module doc)."""
+    if num_items_in_batch is not None:
+        ntp = out["ntp_sum"] / num_items_in_batch * world_size
+        aux_scale = 1.0 / grad_accum_steps
+    else:
+        ntp = out["ntp_sum"] / out["ntp_count"].clamp(min=1)
+        aux_scale = 1.0
+    return ntp + aux_scale * (lambda_ctr * out["ctr"] + lambda_lam * out["lam"])
+
+
+class AlignXTrainer(Trainer):
+    # compute_loss already divides by the number of micro-batches; the Trainer must not divide again.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args: Any, lambda_ctr: float = 0.0, lambda_lam: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lambda_ctr = lambda_ctr
+        self.lambda_lam = lambda_lam
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        out = model(**inputs)
+        training = model.training
+        world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        loss = combine_losses(
+            out,
+            self.lambda_ctr,
+            self.lambda_lam,
+            num_items_in_batch if training else None,
+            max(1, getattr(self, "current_gradient_accumulation_steps", 1)) if training else 1,
+            world,
+        )
+        if training:
+            self._record(out)
+        return (loss, out) if return_outputs else loss
+
+    def _record(self, out: dict[str, torch.Tensor]) -> None:
+        """Accumulate per-term values between two log calls (token-weighted for NTP)."""
+        vals = {
+            "ntp_sum": out["ntp_sum"].detach().float(),
+            "ntp_count": out["ntp_count"].detach().float(),
+            "ctr": out["ctr"].detach().float(),
+            "lam": out["lam"].detach().float(),
+            "micro": torch.ones((), device=out["ntp_sum"].device),
+        }
+        for k, v in vals.items():
+            self._sums[k] = self._sums.get(k, torch.zeros((), device=v.device)) + v
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._sums and "loss" in logs:
+            keys = sorted(self._sums)
+            stacked = torch.stack([self._sums[k] for k in keys])
+            stacked = self.accelerator.reduce(stacked, reduction="sum")
+            s = dict(zip(keys, stacked.tolist(), strict=True))
+            logs["loss_ntp"] = round(s["ntp_sum"] / max(s["ntp_count"], 1.0), 6)
+            if self.lambda_ctr > 0:
+                logs["loss_ctr"] = round(s["ctr"] / max(s["micro"], 1.0), 6)
+            if self.lambda_lam > 0:
+                logs["loss_lam"] = round(s["lam"] / max(s["micro"], 1.0), 6)
+            self._sums = {}
+        super().log(logs, start_time)
+
+    # ---- checkpoints: a standard HF directory + the L_LAM head beside it --------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        wrapper: AlignXModel = self.accelerator.unwrap_model(self.model)
+        if state_dict is None:
+            state_dict = wrapper.state_dict()
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        save_split(wrapper, state_dict, output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        wrapper: AlignXModel = self.accelerator.unwrap_model(model or self.model)
+        load_split(wrapper, resume_from_checkpoint)
+
+
+def save_split(wrapper: AlignXModel, state_dict: dict[str, torch.Tensor], output_dir: str) -> None:
+    """Write ``lm`` with save_pretrained (adapter only for PEFT) and the head as lam_head.safetensors."""
+    lm_sd = {k[len("lm.") :]: v for k, v in state_dict.items() if k.startswith("lm.")}
+    wrapper.lm.save_pretrained(output_dir, state_dict=lm_sd)
+    head_sd = {k[len("lam_head.") :]: v.detach().cpu().contiguous() for k, v in state_dict.items() if k.startswith("lam_head.")}
+    if head_sd:
+        save_file(head_sd, os.path.join(output_dir, HEAD_WEIGHTS))
+        meta = {"hidden_size": wrapper.lam_head.hidden_size, "width": wrapper.lam_head.width, "kind": "alignx-language-matching-head"}
+        with open(os.path.join(output_dir, "lam_head.json"), "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, indent=2)
+
+
+def load_split(wrapper: AlignXModel, ckpt: str) -> None:
+    """Load what :func:`save_split` wrote back into a wrapper (resume)."""
+    from alignx.model.load import _base
+
+    adapter = os.path.join(ckpt, "adapter_model.safetensors")
+    if os.path.exists(adapter):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(wrapper.lm, load_file(adapter))
+    else:
+        base = _base(wrapper.lm)
+        index = os.path.join(ckpt, "model.safetensors.index.json")
+        files = (
+            sorted({os.path.join(ckpt, f) for f in json.load(open(index))["weight_map"].values()})
+            if os.path.exists(index)
+            else [os.path.join(ckpt, "model.safetensors")]
+        )
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(f))
+        missing, unexpected = base.load_state_dict(state, strict=False)
+        # Tied output embeddings are not stored; anything else missing is a real problem.
+        tied = {k for k in missing if "lm_head" in k or "embed_out" in k}
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"{ckpt}: checkpoint does not match the model (missing {sorted(set(missing) - tied)[:5]}, unexpected {unexpected[:5]})")
+    head_path = os.path.join(ckpt, HEAD_WEIGHTS)
+    if wrapper.lam_head is not None and os.path.exists(head_path):
+        wrapper.lam_head.load_state_dict(load_file(head_path))
