@@ -1,0 +1,359 @@
+"""Multilingual benchmarks through lm-evaluation-harness, on local data files.
+
+The task definitions are data for lm-eval: ``alignx/eval/tasks/<benchmark>/`` holds a
+``_template_yaml`` per benchmark, one small ``alignx_<benchmark>_<lang>.yaml`` per language
+(``include:`` the template) and a group ``alignx_<benchmark>``. Benchmarks: xcopa, xnli,
+xstorycloze, xwinograd, pawsx, belebele, mgsm; plus ``alignx_mc`` for alignx's own
+``mc_heldout.jsonl`` (``{"lang","question","choices","label"}``).
+
+lm-eval YAMLs hold static paths and do not expand variables, so the shipped files name their data
+under a ``${ALIGNX_DATA_DIR}`` placeholder and :func:`render_tasks` writes a copy with the user's
+directory filled in to a temporary ``include_path``; languages whose files are missing are left out
+there (optional splits such as few-shot pools are dropped instead). For plain ``lm_eval`` use,
+``envsubst`` on the YAMLs does the same substitution.
+
+Any other task name (``hellaswag``, ``xcopa_sw`` ...) passes through to lm-eval's stock tasks,
+which need their data sets from the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignx import languages
+
+log = logging.getLogger(__name__)
+
+TASKS_DIR = Path(__file__).parent / "tasks"
+PLACEHOLDER = "${ALIGNX_DATA_DIR}"
+PREFIX = "alignx_"
+MC_FILE_NAME = "mc_heldout.jsonl"
+_SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
+
+
+# --------------------------------------------------------------------------------------------
+# YAML round trip that keeps lm-eval's `!function` tags
+# --------------------------------------------------------------------------------------------
+
+
+class _FunctionRef(str):
+    """A `!function module.name` value, kept as text so the YAML can be written back."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Loader.add_constructor("!function", lambda loader, node: _FunctionRef(loader.construct_scalar(node)))
+_Dumper.add_representer(_FunctionRef, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping")
+    return data
+
+
+def _dump(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+
+
+def _substitute(value: Any, data_dir: str) -> Any:
+    if isinstance(value, _FunctionRef):
+        return value
+    if isinstance(value, str):
+        return value.replace(PLACEHOLDER, data_dir)
+    if isinstance(value, dict):
+        return {k: _substitute(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, data_dir) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Shipped tasks and rendering
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderedTasks:
+    """What :func:`render_tasks` wrote: an include_path and which alignx tasks can run."""
+
+    include_path: Path
+    available: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # task -> why it cannot run
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group -> all its shipped tasks
+    langs: dict[str, str] = field(default_factory=dict)  # task -> alignx language code
+
+
+def shipped_groups() -> dict[str, list[str]]:
+    """``{"alignx_xcopa": ["alignx_xcopa_et", ...], ...}`` from the shipped group YAMLs."""
+    groups = {}
+    for path in sorted(TASKS_DIR.glob("*/_alignx_*.yaml")):
+        data = _load(path)
+        groups[data["group"]] = list(data["task"])
+    return groups
+
+
+def _lang_of(task: str) -> str:
+    return task.rsplit("_", 1)[1]
+
+
+def _check_splits(task: str, cfg: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """Drop data files that do not exist; returns (updates to the task YAML, reason it cannot run)."""
+    files: dict[str, str] = cfg.get("dataset_kwargs", {}).get("data_files", {})
+    present = {split: path for split, path in files.items() if Path(path).is_file()}
+    if len(present) == len(files):
+        return {}, None
+    updates: dict[str, Any] = {"dataset_kwargs": {**cfg["dataset_kwargs"], "data_files": present}}
+    return updates, ", ".join(sorted(p for s, p in files.items() if s not in present))
+
+
+def render_tasks(data_dir: str | Path | None, out_dir: str | Path, mc_file: str | Path | None = None) -> RenderedTasks:
+    """Write the shipped task YAMLs with ``data_dir`` filled in, keeping only runnable languages.
+
+    A language is runnable when the file of its evaluation split (test, else validation) exists;
+    missing optional splits (few-shot pools) are removed from that task. ``mc_file`` (default
+    ``<data_dir>/mc_heldout.jsonl`` when present) becomes ``alignx_mc_<lang>`` tasks + group ``alignx_mc``.
+    """
+    out = Path(out_dir)
+    rendered = RenderedTasks(include_path=out)
+    root = str(Path(data_dir).expanduser().resolve()) if data_dir else None
+    for bench_dir in sorted(p for p in TASKS_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        if bench_dir.name == "mc":
+            continue
+        (out / bench_dir.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(bench_dir / "_template_yaml", out / bench_dir.name / "_template_yaml")
+        template = _load(bench_dir / "_template_yaml")
+        for path in sorted(bench_dir.glob("alignx_*.yaml")):
+            cfg = _load(path)
+            task = cfg["task"]
+            rendered.langs[task] = _lang_of(task)
+            if root is None:
+                rendered.missing[task] = "no benchmark data directory given"
+                continue
+            cfg = _substitute(cfg, root)
+            updates, absent = _check_splits(task, cfg)
+            if absent:
+                merged = {**template, **cfg}
+                kept = updates["dataset_kwargs"]["data_files"]
+                eval_split = merged.get("test_split") or merged.get("validation_split")
+                if eval_split not in kept:
+                    rendered.missing[task] = f"data file not found: {absent}"
+                    continue
+                cfg.update(updates)
+                for key in _SPLIT_KEYS:  # point lm-eval away from splits we have no file for
+                    if merged.get(key) and merged[key] not in kept:
+                        cfg[key] = None
+            _dump(out / bench_dir.name / path.name, cfg)
+            rendered.available.append(task)
+        for path in bench_dir.glob("_alignx_*.yaml"):
+            group = _load(path)
+            rendered.groups[group["group"]] = list(group["task"])
+            runnable = [t for t in group["task"] if t in rendered.available]
+            if runnable:
+                _dump(out / bench_dir.name / path.name, {**group, "task": runnable})
+    if mc_file is None and root is not None and (Path(root) / MC_FILE_NAME).is_file():
+        mc_file = Path(root) / MC_FILE_NAME
+    rendered.groups["alignx_mc"] = []
+    if mc_file is not None:
+        _render_mc(Path(mc_file), out / "mc", rendered)
+    return rendered
+
+
+def read_mc_file(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Rows of a generic multiple-choice JSONL per language; errors name file:line."""
+    by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+            choices, label = row.get("choices"), row.get("label")
+            if not isinstance(row.get("question"), str) or not isinstance(row.get("lang"), str):
+                raise ValueError(f"{where}: needs string fields 'lang' and 'question'")
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise ValueError(f"{where}: 'choices' must be a list of at least 2 strings")
+            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+                raise ValueError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
+            try:
+                lang = languages.normalize(row["lang"])
+            except languages.UnknownLanguageError as e:
+                raise ValueError(f"{where}: {e}") from None
+            by_lang[lang].append({"question": row["question"], "choices": choices, "label": label})
+    if not by_lang:
+        raise ValueError(f"{path}: no rows")
+    return dict(by_lang)
+
+
+def _render_mc(mc_file: Path, out: Path, rendered: RenderedTasks) -> None:
+    if not mc_file.is_file():
+        raise FileNotFoundError(f"multiple-choice file not found: {mc_file}")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TASKS_DIR / "mc" / "_template_yaml", out / "_template_yaml")
+    tasks = []
+    for lang, rows in sorted(read_mc_file(mc_file).items()):
+        data = out / "data" / f"{lang}.jsonl"
+        data.parent.mkdir(parents=True, exist_ok=True)
+        data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        task = f"alignx_mc_{lang}"
+        _dump(out / f"{task}.yaml", {"include": "_template_yaml", "task": task, "dataset_kwargs": {"data_files": {"test": str(data)}}})
+        rendered.available.append(task)
+        rendered.langs[task] = lang
+        tasks.append(task)
+    rendered.groups["alignx_mc"] = tasks
+    _dump(out / "_alignx_mc.yaml", {"group": "alignx_mc", "task": tasks, "aggregate_metric_list": [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]})
+
+
+# --------------------------------------------------------------------------------------------
+# Task names and results
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_tasks(names: Sequence[str], rendered: RenderedTasks) -> tuple[list[str], list[str]]:
+    """(runnable alignx leaf tasks, stock lm-eval task names) for the requested names.
+
+    Groups expand to their runnable languages (others are skipped with a warning); a requested
+    language task whose data is missing is an error naming the file.
+    """
+    local: list[str] = []
+    stock: list[str] = []
+    for name in names:
+        if name in rendered.groups:
+            runnable = [t for t in rendered.groups[name] if t in rendered.available]
+            if not runnable:
+                why = "no mc file given" if name == "alignx_mc" else next(iter(rendered.missing[t] for t in rendered.groups[name]), "")
+                raise FileNotFoundError(f"{name}: no language has data ({why})")
+            skipped = [t for t in rendered.groups[name] if t not in rendered.available]
+            if skipped:
+                log.warning("%s: %d language(s) without data skipped: %s", name, len(skipped), ", ".join(_lang_of(t) for t in skipped))
+            local += runnable
+        elif name in rendered.available:
+            local.append(name)
+        elif name in rendered.missing:
+            raise FileNotFoundError(f"{name}: {rendered.missing[name]}")
+        elif name.startswith(PREFIX):
+            known = ", ".join(sorted(rendered.groups))
+            raise ValueError(f"unknown alignx task {name!r}: groups are {known} (or <group>_<lang>)")
+        else:
+            stock.append(name)
+    return list(dict.fromkeys(local)), list(dict.fromkeys(stock))
+
+
+def split_task_name(task: str, rendered: RenderedTasks | None = None) -> tuple[str, str]:
+    """``alignx_xcopa_sw`` -> ``("xcopa", "sw")``; stock ``belebele_deu_Latn`` -> ``("belebele", "de")``."""
+    if rendered is not None and task in rendered.langs:
+        return task.removeprefix(PREFIX).rsplit("_", 1)[0], rendered.langs[task]
+    parts = task.split("_")
+    for n in (2, 1):  # FLORES codes contain one underscore
+        if len(parts) > n:
+            try:
+                return "_".join(parts[:-n]), languages.normalize("_".join(parts[-n:]))
+            except languages.UnknownLanguageError:
+                continue
+    return task, "all"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def summarize_results(results: dict[str, Any], rendered: RenderedTasks | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """lm-eval's output -> ``{benchmark: {lang: {"acc", "acc_stderr", "n", ["acc_norm", ...]}}}``.
+
+    Generation tasks (MGSM) report exact match of the regex-extracted number as ``acc``.
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    n_samples = results.get("n-samples", {})
+    groups = set(results.get("groups", {}))
+    for task, metrics in results["results"].items():
+        if task in groups or task not in n_samples:
+            continue
+        values: dict[str, dict[str, Any]] = defaultdict(dict)  # filter -> metric -> value
+        for key, value in metrics.items():
+            if "," in key:
+                metric, filt = key.split(",", 1)
+                values[filt][metric] = value
+        filt = "none" if "none" in values else "flexible-extract" if "flexible-extract" in values else next(iter(values), None)
+        if filt is None:
+            continue
+        vals = values[filt]
+        entry: dict[str, Any] = {}
+        for src, dst in (("acc", "acc"), ("acc_norm", "acc_norm"), ("exact_match", "acc")):
+            if src in vals and dst not in entry:
+                entry[dst] = _number(vals[src])
+                entry[f"{dst}_stderr"] = _number(vals.get(f"{src}_stderr"))
+                if src == "exact_match":
+                    entry["metric"] = f"exact_match,{filt}"
+        if "acc" not in entry:  # other metrics: keep them under their own names
+            entry.update({k: _number(v) for k, v in vals.items()})
+        entry["n"] = int(n_samples[task]["effective"])
+        bench, lang = split_task_name(task, rendered)
+        out[bench][lang] = entry
+    return dict(out)
+
+
+def run_benchmarks(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[str],
+    data_dir: str | Path | None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    num_fewshot: int | None = None,
+    mc_file: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Evaluate an in-memory HF model on alignx's local tasks and/or stock lm-eval tasks.
+
+    Returns ``{benchmark: {lang: {"acc", "acc_stderr", "n"}}}`` (``acc_norm`` too when the task has it).
+    ``num_fewshot=None`` keeps each task's default (0 for these).
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="alignx_tasks_") as tmp:
+        rendered = render_tasks(data_dir, tmp, mc_file)
+        local, stock = resolve_tasks(tasks, rendered)
+        # indexing lm-eval's ~10k stock YAMLs costs seconds: only when a stock task is asked for
+        manager = TaskManager(include_path=str(rendered.include_path), include_defaults=bool(stock))
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=local + stock,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+            bootstrap_iters=1000,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    if results is None:  # non-zero ranks under distributed evaluation
+        return {}
+    return summarize_results(results, rendered)
