@@ -12,6 +12,7 @@ from typing import Any
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _figure(w: float, h: float) -> Figure:
@@ -73,6 +74,7 @@ def plot_layer_curves(result: dict[str, Any], pooling: str, path: Path) -> Path:
         if "layer" in rec:
             ax.axvline(rec["layer"], color="crimson", ls="--", lw=1, label=f"recommended L{rec['layer']}")
         ax.set_xlabel("layer (hidden_states index, 0 = embeddings)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     ax_m.set_ylabel(f"MEXA vs {result['pivot']}")
     ax_m.set_ylim(-0.02, 1.02)
@@ -92,8 +94,7 @@ def plot_lang_matrix(lm: dict[str, Any], path: Path) -> Path:
     axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, ("mexa", "cos"), ("MEXA", "mean pair cosine"), strict=True):
         m = np.array([[_nan(v) for v in row] for row in lm[key]], dtype=float)
-        cmap = matplotlib.colormaps["viridis"].copy()
-        cmap.set_bad("0.8")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.8")
         vmin = 0.0 if key == "mexa" else float(np.nanmin(m)) if np.isfinite(m).any() else 0.0
         im = ax.imshow(np.ma.masked_invalid(m), cmap=cmap, vmin=vmin, vmax=1.0)
         ax.set_xticks(range(k), names, rotation=45)
@@ -137,6 +138,8 @@ def plot_mexa_runs(curves: dict[str, dict[str, list[float]]], pivot: str, path: 
     """
     panels = list(dict.fromkeys(k for c in curves.values() for k in c))
     panels.sort(key=lambda k: (k != "mean", k))
+    if len(panels) == 2 and "mean" in panels:  # one language: its mean panel would repeat it
+        panels.remove("mean")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig = _figure(4.2 * cols, 3.2 * rows)
@@ -148,6 +151,7 @@ def plot_mexa_runs(curves: dict[str, dict[str, list[float]]], pivot: str, path: 
         ax.set_title(f"{panel} vs {pivot}" if panel != "mean" else f"mean MEXA vs {pivot}")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
@@ -157,6 +161,7 @@ def plot_mexa_runs(curves: dict[str, dict[str, list[float]]], pivot: str, path: 
 
 def plot_grouped_bars(values: dict[str, dict[str, float | None]], ylabel: str, title: str, path: Path) -> Path:
     """Grouped bar chart: values {run: {group: value}}; groups on the x axis, one bar per run."""
+    values = {r: v for r, v in values.items() if any(x is not None for x in v.values())}  # runs without data: no bar slot
     groups = list(dict.fromkeys(g for v in values.values() for g in v))
     runs = list(values)
     width = 0.8 / max(len(runs), 1)
