@@ -79,7 +79,6 @@ class LossConfig:
     ctr_symmetric: bool = opt(False, "InfoNCE in both directions x->y and y->x (reference: one direction)")
     ctr_gather: bool = opt(False, "gather contrastive negatives across data-parallel ranks (reference: no)")
     lam_width: int = opt(128, "hidden width of the language-matching gated MLP (reference 128)")
-    lam_lr: float | None = opt(None, "learning rate of the language-matching head (None: same as model)")
     ntp_on_prompt: bool = opt(True, "stage 1: next-token loss on the whole sequence incl. prompt (reference: yes)")
     ntp_chunk_size: int = opt(1024, "tokens per chunk of the fused next-token loss (0: full logits at once)")
 
@@ -118,6 +117,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: str = opt("adamw_torch", "transformers optimiser name (adamw_torch, adamw_torch_fused, sgd, ...)")
     lr: float = opt(2e-6, "peak learning rate (reference 2e-6 full-parameter; LoRA typically 1e-4..2e-4)")
     epochs: float = opt(2.0, "training epochs (reference 2)")
     max_steps: int = opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
@@ -165,9 +165,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")) and type(None) in args:
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):

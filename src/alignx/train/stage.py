@@ -76,6 +76,7 @@ def training_arguments(cfg: TrainConfig) -> Any:
         output_dir=cfg.output_dir,
         per_device_train_batch_size=o.batch_size,
         gradient_accumulation_steps=o.grad_accum,
+        optim=o.optimizer,
         learning_rate=o.lr,
         num_train_epochs=o.epochs,
         max_steps=o.max_steps,

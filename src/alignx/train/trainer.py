@@ -139,11 +139,11 @@ def load_split(wrapper: AlignXModel, ckpt: str) -> None:
     else:
         base = _base(wrapper.lm)
         index = os.path.join(ckpt, "model.safetensors.index.json")
-        files = (
-            sorted({os.path.join(ckpt, f) for f in json.load(open(index))["weight_map"].values()})
-            if os.path.exists(index)
-            else [os.path.join(ckpt, "model.safetensors")]
-        )
+        if os.path.exists(index):
+            with open(index, encoding="utf-8") as fh:
+                files = sorted({os.path.join(ckpt, f) for f in json.load(fh)["weight_map"].values()})
+        else:
+            files = [os.path.join(ckpt, "model.safetensors")]
         state: dict[str, torch.Tensor] = {}
         for f in files:
             state.update(load_file(f))

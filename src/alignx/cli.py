@@ -1,0 +1,101 @@
+"""`alignx <command> [--config file.yaml ...] [key=value ...]` — one dispatch table, one config per command."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+# command -> (module with `main(cfg)`, "module:ConfigClass", one-line description)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("alignx.demo", "alignx.demo:DemoConfig", "embedded offline demo: stage 1 -> stage 2 -> evaluation on a packaged model"),
+    "train": ("alignx.train.stage", "alignx.config:TrainConfig", "one training stage (stage=1 AlignX CPT, stage=2 instruction SFT)"),
+    "pipeline": ("alignx.pipeline", "alignx.pipeline:PipelineConfig", "stage 1 then stage 2 from one YAML"),
+    "eval": ("alignx.eval.run", "alignx.eval.run:EvalConfig", "benchmarks (lm-eval) and translation (spBLEU, chrF++, off-target)"),
+    "analyze": ("alignx.eval.analyze", "alignx.eval.analyze:AnalyzeConfig", "per-layer alignment of parallel sentences (MEXA, cosine, retrieval) + plots"),
+    "report": ("alignx.report", "alignx.report:ReportConfig", "Markdown/HTML report comparing runs (reads result JSON only)"),
+    "data": ("alignx.data.build", "alignx.data.build:DataBuildConfig", "build parallel/instruction/held-out data from installed packages"),
+    "experiment": ("alignx.experiment", "alignx.experiment:ExperimentConfig", "run experiment arms (override files) and compare them"),
+}
+
+USAGE = """usage: alignx <command> [--config FILE.yaml ...] [key=value ...]
+
+Settings come from the config class defaults, then each --config file in order, then key=value
+overrides (dotted keys for sections, e.g. loss.lambda_ctr=0.5). `alignx <command> --help` lists them.
+
+commands:
+"""
+
+
+def _load(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def parse_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
+    """Split argv into (yaml files, key=value overrides, help?). ``--key value`` works like ``key=value``."""
+    files: list[str] = []
+    overrides: list[str] = []
+    want_help = False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            want_help = True
+        elif a in ("-c", "--config"):
+            if i + 1 >= len(argv):
+                raise SystemExit("alignx: --config needs a file")
+            files.append(argv[i + 1])
+            i += 1
+        elif a.startswith("--config="):
+            files.append(a.split("=", 1)[1])
+        elif "=" in a:
+            overrides.append(a.lstrip("-"))
+        elif a.startswith("--") and i + 1 < len(argv):
+            overrides.append(f"{a[2:].replace('-', '_')}={argv[i + 1]}")
+            i += 1
+        else:
+            raise SystemExit(f"alignx: cannot read argument {a!r}; use key=value or --config FILE")
+        i += 1
+    return files, overrides, want_help
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE + "\n".join(f"  {name:<11}{desc}" for name, (_, _, desc) in COMMANDS.items()))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"alignx: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, cfg_spec, desc = COMMANDS[name]
+    from alignx.config import ConfigError, describe, load_config
+
+    cfg_cls = _load(cfg_spec)
+    files, overrides, want_help = parse_args(rest)
+    if want_help:
+        print(f"alignx {name}: {desc}\n\nsettings (key = default: help):")
+        for key, default, help_text in describe(cfg_cls):
+            print(f"  {key} = {default}\n      {help_text}")
+        return 0
+    logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(cfg_cls, files, overrides)
+    except ConfigError as e:
+        print(f"alignx {name}: {e}", file=sys.stderr)
+        return 2
+    from alignx.data.readers import DataError
+
+    try:
+        importlib.import_module(module).main(cfg)
+    except (DataError, FileNotFoundError) as e:
+        print(f"alignx {name}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

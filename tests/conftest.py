@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny random models of several architectures and an offline fast tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+SENTENCES = [
+    ("The cat sleeps on the warm sofa.", "Die Katze schläft auf dem warmen Sofa.", "de"),
+    ("I would like a cup of tea.", "Ich hätte gern eine Tasse Tee.", "de"),
+    ("Where is the train station?", "Wo ist der Bahnhof?", "de"),
+    ("The cat sleeps on the warm sofa.", "Le chat dort sur le canapé chaud.", "fr"),
+    ("I would like a cup of tea.", "Je voudrais une tasse de thé.", "fr"),
+    ("Where is the train station?", "Où est la gare ?", "fr"),
+    ("The cat sleeps on the warm sofa.", "Кошка спит на тёплом диване.", "ru"),
+    ("I would like a cup of tea.", "Я хотел бы чашку чая.", "ru"),
+    ("Where is the train station?", "Где вокзал?", "ru"),
+    ("The cat sleeps on the warm sofa.", "猫在温暖的沙发上睡觉。", "zh"),
+    ("I would like a cup of tea.", "我想要一杯茶。", "zh"),
+    ("Where is the train station?", "火车站在哪里？", "zh"),
+]
+
+
+def make_tokenizer(extra_texts: list[str] | None = None):
+    """A byte-level BPE fast tokenizer trained offline on the test sentences (BOS/EOS/PAD set)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [t for s, t, _ in SENTENCES for t in (s, t)] + (extra_texts or [])
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts * 5, trainer)
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def tiny_config(arch: str, vocab_size: int):
+    import transformers as T
+
+    common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    if arch == "llama":
+        return T.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, **common)
+    if arch == "qwen2":
+        return T.Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, **common)
+    if arch == "mistral":
+        return T.MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, **common)
+    if arch == "gemma3":
+        return T.Gemma3TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=8, **common)
+    if arch == "gpt2":
+        return T.GPT2Config(n_embd=32, n_layer=4, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    raise ValueError(arch)
+
+
+ARCHS = ["llama", "qwen2", "mistral", "gemma3", "gpt2"]
+
+
+def save_tiny_model(path: Path, arch: str = "llama") -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    tok = make_tokenizer()
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tok)))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_pairs(path: Path, rows=SENTENCES) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for src, tgt, lang in rows:
+            fh.write(json.dumps({"src": src, "tgt": tgt, "src_lang": "en", "tgt_lang": lang}, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path: Path) -> Path:
+    return save_tiny_model(tmp_path / "tiny-llama", "llama")
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    return write_pairs(tmp_path / "pairs.jsonl")

@@ -1,0 +1,138 @@
+"""Readers (file:line errors, skip-and-count), language normalisation and span rendering."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignx import languages
+from alignx.data.readers import DataError, ReadStats, read_instructions, read_parallel
+from alignx.data.render import Collator, render_instruction, render_translation
+from alignx.objectives.ntp import IGNORE_INDEX
+
+TEMPLATE = "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output:"
+
+
+@pytest.mark.parametrize(
+    ("code", "canonical"),
+    [("de", "de"), ("deu", "de"), ("deu_Latn", "de"), ("ZH-cn", "zh"), ("zho_Hant", "zh-Hant"), ("pt_BR", "pt"), ("swh_Latn", "sw")],
+)
+def test_language_normalisation(code, canonical):
+    assert languages.normalize(code) == canonical
+
+
+def test_unknown_language_is_a_clear_error():
+    with pytest.raises(languages.UnknownLanguageError, match="unknown language code 'xx'"):
+        languages.normalize("xx")
+
+
+def test_read_jsonl_tsv_moses(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps({"src": "Hi", "tgt": "Hallo", "src_lang": "eng_Latn", "tgt_lang": "deu"}) + "\n\n")
+    (tmp_path / "b.tsv").write_text("tgt\tsrc\tsrc_lang\ttgt_lang\nBonjour\tHello\ten\tfr\n")
+    (tmp_path / "opus.en-ru-train.en").write_text("Hello\nBye\n")
+    (tmp_path / "opus.en-ru-train.ru").write_text("Привет\nПока\n")
+    a = read_parallel(tmp_path / "a.jsonl")
+    b = read_parallel(tmp_path / "b.tsv")
+    c = read_parallel(tmp_path / "opus.en-ru-train")
+    assert (a[0].src, a[0].tgt, a[0].src_lang, a[0].tgt_lang) == ("Hi", "Hallo", "en", "de")
+    assert (b[0].src, b[0].tgt, b[0].tgt_lang) == ("Hello", "Bonjour", "fr")
+    assert [(p.src, p.tgt, p.src_lang, p.tgt_lang) for p in c] == [("Hello", "Привет", "en", "ru"), ("Bye", "Пока", "en", "ru")]
+
+
+def test_bad_rows_name_file_and_line_or_are_counted(tmp_path):
+    good = json.dumps({"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "de"})
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join([good, "{not json", json.dumps({"src": "a", "tgt": "b", "src_lang": "en"}), good]) + "\n")
+    with pytest.raises(DataError, match=r"p\.jsonl:2: invalid JSON"):
+        read_parallel(path)
+    stats = ReadStats()
+    rows = read_parallel(path, on_bad_row="skip", stats=stats)
+    assert len(rows) == 2 and sum(stats.skipped.values()) == 2
+    path.write_text(json.dumps({"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "klingon"}) + "\n")
+    with pytest.raises(DataError, match=r"p\.jsonl:1: unknown language code 'klingon'"):
+        read_parallel(path)
+
+
+def test_moses_line_count_mismatch(tmp_path):
+    (tmp_path / "c.de-en.de").write_text("a\nb\n")
+    (tmp_path / "c.de-en.en").write_text("a\n")
+    with pytest.raises(DataError, match="has 2 lines but"):
+        read_parallel(tmp_path / "c.de-en")
+
+
+def test_read_instructions_alpaca_and_chat(tmp_path):
+    path = tmp_path / "i.jsonl"
+    path.write_text(
+        json.dumps({"instruction": "Say hi", "input": "in German", "output": "Hallo", "lang": "deu_Latn"}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}) + "\n"
+        + json.dumps({"messages": [{"role": "user", "content": "Hi"}]}) + "\n"
+    )
+    with pytest.raises(DataError, match=r"i\.jsonl:3: the last message must be the assistant"):
+        read_instructions(path)
+    rows = read_instructions(path, on_bad_row="skip")
+    assert rows[0].messages[0]["content"] == "Say hi\n\nin German" and rows[0].lang == "de"
+    assert rows[1].messages[-1] == {"role": "assistant", "content": "Hello"}
+
+
+def _decode_span(tok, ids, span):
+    return tok.decode(ids[span[0] : span[1]]).strip()
+
+
+def test_translation_spans_cover_exactly_x_and_y(tokenizer):
+    from alignx.data.readers import Pair
+
+    pair = Pair("Where is the train station?", "Wo ist der Bahnhof?", "en", "de")
+    ex = render_translation(pair, tokenizer, TEMPLATE, 512, loss_on_prompt=True)
+    assert _decode_span(tokenizer, ex.input_ids, ex.x_span) == pair.src
+    assert _decode_span(tokenizer, ex.input_ids, ex.y_span) == pair.tgt
+    assert ex.input_ids[-1] == tokenizer.eos_token_id and ex.y_span[1] == len(ex.input_ids) - 1  # EOS outside y
+    assert ex.input_ids[0] == tokenizer.bos_token_id
+    assert ex.labels == ex.input_ids
+    assert ex.src_lang != ex.tgt_lang
+    ex2 = render_translation(pair, tokenizer, TEMPLATE, 512, loss_on_prompt=False)
+    assert all(t == IGNORE_INDEX for t in ex2.labels[: ex2.y_span[0]]) and ex2.labels[ex2.y_span[0] :] == ex2.input_ids[ex2.y_span[0] :]
+
+
+def test_truncated_target_rows_are_dropped_and_counted(tokenizer):
+    from alignx.data.readers import Pair
+    from alignx.data.render import RenderStats
+
+    stats = RenderStats()
+    pair = Pair("Where is the train station?", "Wo ist der Bahnhof?", "en", "de")
+    full = render_translation(pair, tokenizer, TEMPLATE, 512, True)
+    assert render_translation(pair, tokenizer, TEMPLATE, len(full.input_ids), True, stats) is not None
+    assert render_translation(pair, tokenizer, TEMPLATE, len(full.input_ids) - 1, True, stats) is None
+    assert stats.dropped["target truncated"] == 1 and stats.rendered == 1
+
+
+def test_instruction_masks_prompt_with_and_without_chat_template(tokenizer):
+    from alignx.data.readers import Instruction
+
+    row = Instruction([{"role": "user", "content": "Translate 'cat' to German."}, {"role": "assistant", "content": "Katze"}])
+    ex = render_instruction(row, tokenizer, 512, use_chat_template=True)  # no template -> Alpaca format
+    answer = [t for t in ex.labels if t != IGNORE_INDEX]
+    assert tokenizer.decode(answer).replace("</s>", "").strip() == "Katze"
+    tokenizer.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    try:
+        ex = render_instruction(row, tokenizer, 512, use_chat_template=True)
+        answer = [t for t in ex.labels if t != IGNORE_INDEX]
+        assert "Katze" in tokenizer.decode(answer) and "Translate" not in tokenizer.decode(answer)
+    finally:
+        tokenizer.chat_template = None
+
+
+def test_collator_pads_and_shifts(tokenizer):
+    from alignx.data.readers import Pair
+
+    exs = [
+        render_translation(Pair("Hi", "Hallo", "en", "de"), tokenizer, TEMPLATE, 512, True),
+        render_translation(Pair("Where is the train station?", "Wo ist der Bahnhof?", "en", "de"), tokenizer, TEMPLATE, 512, True),
+    ]
+    batch = Collator(tokenizer.pad_token_id)(exs)
+    B, T = batch["input_ids"].shape
+    assert T % 8 == 0 and T >= len(exs[1].input_ids)
+    assert batch["attention_mask"][0].sum() == len(exs[0].input_ids)
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+    assert batch["shift_labels"][0, : len(exs[0].input_ids) - 1].tolist() == exs[0].input_ids[1:]
+    assert batch["y_end"].tolist() == [e.y_span[1] for e in exs]

@@ -1,0 +1,155 @@
+"""Property tests of the pure loss functions against the spec (../shared/ALIGNX_SPEC.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignx.model.pooling import last_token, masked_mean, pool_spans, span_mask
+from alignx.objectives import LanguageMatchingHead, fused_next_token_loss, info_nce, language_matching_loss
+from alignx.objectives.language_matching import language_matching_loss_naive
+from alignx.objectives.ntp import next_token_loss_from_logits
+
+
+def test_masked_mean_ignores_padding_values():
+    h = torch.randn(2, 6, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    a = masked_mean(h, mask)
+    h2 = h.clone()
+    h2[0, 3:] = 1e6  # garbage in padding must not leak
+    b = masked_mean(h2, mask)
+    assert torch.allclose(a, b)
+    assert torch.allclose(a[0], h[0, :3].mean(0))
+
+
+def test_span_mask_and_shift():
+    m = span_mask(torch.tensor([2]), torch.tensor([5]), 8)
+    assert m.tolist() == [[False, False, True, True, True, False, False, False]]
+    m1 = span_mask(torch.tensor([2]), torch.tensor([5]), 8, shift=1)
+    assert m1.tolist() == [[False, True, True, True, False, False, False, False]]
+
+
+def test_pool_spans_selects_rows_and_spans():
+    h = torch.arange(2 * 5 * 1, dtype=torch.float).reshape(2, 5, 1)
+    out = pool_spans(h, torch.tensor([1, 0]), torch.tensor([0, 3]), torch.tensor([2, 5]))
+    assert out[:, 0].tolist() == [5.5, 3.5]
+
+
+def test_last_token_left_and_right_padding():
+    h = torch.arange(8, dtype=torch.float).reshape(2, 4, 1)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert last_token(h, right)[:, 0].tolist() == [1.0, 7.0]
+    assert last_token(h, left)[:, 0].tolist() == [3.0, 7.0]
+
+
+def test_info_nce_reference_value_by_hand():
+    hx = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    hy = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    tau = 0.5
+    cos = torch.tensor([[1.0, 1 / math.sqrt(2)], [0.0, 1 / math.sqrt(2)]]) / tau
+    expected = (-(cos.log_softmax(-1)[0, 0]) - cos.log_softmax(-1)[1, 1]) / 2 / 2  # mean, then /2 (reference)
+    assert torch.allclose(info_nce(hx, hy, tau), expected, atol=1e-6)
+
+
+def test_info_nce_scale_invariant_and_single_pair_zero_grad():
+    hx, hy = torch.randn(4, 8), torch.randn(4, 8)
+    assert torch.allclose(info_nce(hx, hy), info_nce(hx * 3.0, hy * 0.5), atol=1e-5)
+    x1 = torch.randn(1, 8, requires_grad=True)
+    y1 = torch.randn(1, 8, requires_grad=True)
+    loss = info_nce(x1, y1)
+    loss.backward()
+    assert loss.item() == 0.0 and x1.grad.abs().sum() == 0 and y1.grad.abs().sum() == 0
+
+
+def test_info_nce_perfect_alignment_beats_random():
+    x = torch.randn(8, 16)
+    assert info_nce(x, x, 0.1) < info_nce(x, torch.randn(8, 16), 0.1)
+
+
+def test_info_nce_symmetric_and_gathered_forms():
+    hx, hy = torch.randn(5, 6), torch.randn(5, 6)
+    one = info_nce(hx, hy, 0.1)
+    sym = info_nce(hx, hy, 0.1, symmetric=True)
+    back = F.cross_entropy(F.normalize(hy) @ F.normalize(hx).T / 0.1, torch.arange(5))
+    assert torch.allclose(sym, one + back / 2, atol=1e-5)
+    # Gathered negatives: extra rows from another rank enlarge the softmax denominator only.
+    extra = torch.randn(3, 6)
+    g = info_nce(hx, torch.cat([extra, hy]), 0.1, positive_index=torch.arange(3, 8))
+    sim = F.normalize(hx) @ F.normalize(torch.cat([extra, hy])).T / 0.1
+    assert torch.allclose(g, F.cross_entropy(sim, torch.arange(3, 8)) / 2, atol=1e-5)
+
+
+def test_language_matching_all_pairs_equals_naive_and_labels():
+    torch.manual_seed(0)
+    head = LanguageMatchingHead(hidden_size=6, width=5)
+    s = torch.randn(6, 6, requires_grad=True)
+    ids = torch.tensor([0, 0, 1, 2, 1, 0])
+    a = language_matching_loss(s, ids, head)
+    b = language_matching_loss_naive(s, ids, head)
+    assert torch.allclose(a, b, atol=1e-6)
+    ga = torch.autograd.grad(a, [s, *head.parameters()])
+    gb = torch.autograd.grad(b, [s, *head.parameters()])
+    for x, y in zip(ga, gb, strict=True):
+        assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_language_matching_head_shapes_no_bias():
+    head = LanguageMatchingHead(hidden_size=8, width=128)
+    assert all(m.bias is None for m in (head.gate, head.up, head.down))
+    assert head.gate.weight.shape == (128, 16) and head.down.weight.shape == (2, 128)
+    assert head(torch.randn(3, 16)).shape == (3, 2)
+
+
+def test_language_matching_learns_language_identity():
+    torch.manual_seed(0)
+    ids = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    centers = torch.randn(3, 8) * 3
+    s = centers[ids] + 0.1 * torch.randn(8, 8)
+    head = LanguageMatchingHead(8, 16)
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    first = language_matching_loss(s, ids, head).item()
+    for _ in range(200):
+        opt.zero_grad()
+        loss = language_matching_loss(s, ids, head)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3, 7, 1024])
+def test_fused_ntp_equals_full_logits(chunk):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(2, 5, 8, requires_grad=True)
+    labels = torch.randint(0, 11, (2, 5))
+    labels[0, 3:] = -100
+    s1, n1 = fused_next_token_loss(hidden, head, labels, chunk_size=chunk)
+    g1 = torch.autograd.grad(s1, [hidden, head.weight])
+    s2, n2 = next_token_loss_from_logits(head(hidden), labels)
+    g2 = torch.autograd.grad(s2, [hidden, head.weight])
+    assert n1 == n2 == 8
+    assert torch.allclose(s1, s2, atol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fused_ntp_softcap_matches():
+    head = torch.nn.Linear(4, 7, bias=False)
+    hidden = torch.randn(1, 6, 4) * 10
+    labels = torch.randint(0, 7, (1, 6))
+    s1, _ = fused_next_token_loss(hidden, head, labels, chunk_size=2, softcap=3.0)
+    logits = torch.tanh(head(hidden) / 3.0) * 3.0
+    s2, _ = next_token_loss_from_logits(logits, labels)
+    assert torch.allclose(s1, s2, atol=1e-5)
+
+
+def test_fused_ntp_no_targets_is_zero_with_grad_path():
+    head = torch.nn.Linear(4, 7, bias=False)
+    hidden = torch.randn(1, 3, 4, requires_grad=True)
+    s, n = fused_next_token_loss(hidden, head, torch.full((1, 3), -100))
+    s.backward()
+    assert n == 0 and s.item() == 0.0

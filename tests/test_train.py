@@ -1,0 +1,135 @@
+"""Smoke and invariance tests of both training stages on tiny random models (CPU, no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ARCHS, save_tiny_model, write_pairs
+from safetensors.torch import load_file
+
+from alignx.config import TrainConfig, load_config
+from alignx.train import stage
+
+
+def _cfg(model_dir: Path, out: Path, *extra: str) -> TrainConfig:
+    return load_config(
+        TrainConfig,
+        [],
+        [
+            f"model.name_or_path={model_dir}",
+            f"output_dir={out}",
+            "optim.max_steps=3",
+            "optim.batch_size=4",
+            "optim.lr=5e-3",
+            "optim.warmup_ratio=0",
+            "logging_steps=1",
+            "report_to=none",
+            "save_steps=1000",
+            *extra,
+        ],
+    )
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.detach().clone() for k, v in AutoModelForCausalLM.from_pretrained(path).state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_stage1_smoke_all_architectures(tmp_path, pairs_file, arch):
+    model_dir = save_tiny_model(tmp_path / arch, arch)
+    before = _params(model_dir)
+    summary = stage.main(_cfg(model_dir, tmp_path / "out", f"data.parallel=[{pairs_file}]", "loss.ntp_chunk_size=16"))
+    # every loss term was logged, and the total is their weighted sum
+    first = summary["history"][0]
+    assert {"loss_ntp", "loss_ctr", "loss_lam"} <= first.keys()
+    assert first["loss"] == pytest.approx(first["loss_ntp"] + 0.3 * first["loss_ctr"] + 0.4 * first["loss_lam"], rel=1e-3)
+    # a plain HF checkpoint was written, with the L_LAM head beside it (not inside)
+    final = Path(summary["final_model"])
+    after = _params(final)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert not any("lam_head" in k for k in after)
+    head = load_file(final / "lam_head.safetensors")
+    assert head["gate.weight"].shape == (128, 64)
+    assert summary["data"]["examples"] == 24  # 12 pairs x both directions
+    assert json.loads((tmp_path / "out" / "train_summary.json").read_text())["steps"] == 3
+
+
+def test_stage2_sft_with_instructions_and_translation(tmp_path, tiny_llama_dir, pairs_file):
+    inst = tmp_path / "inst.jsonl"
+    inst.write_text(
+        "\n".join(
+            json.dumps({"instruction": q, "input": "", "output": a, "lang": lang})
+            for q, a, lang in [("Name a fruit.", "Apple.", "en"), ("Nenne eine Frucht.", "Apfel.", "de"), ("Назови фрукт.", "Яблоко.", "ru")]
+        )
+        + "\n"
+    )
+    summary = stage.main(_cfg(tiny_llama_dir, tmp_path / "s2", "stage=2", f"data.parallel=[{pairs_file}]", f"data.instructions=[{inst}]"))
+    assert summary["data"]["examples"] == 24 + 3
+    assert "loss_ntp" in summary["history"][0] and "loss_ctr" not in summary["history"][0]
+    assert not (Path(summary["final_model"]) / "lam_head.safetensors").exists()
+
+
+def test_lora_trains_adapters_and_exports_merged_model(tmp_path, tiny_llama_dir, pairs_file):
+    from transformers import AutoModelForCausalLM
+
+    before = _params(tiny_llama_dir)
+    summary = stage.main(_cfg(tiny_llama_dir, tmp_path / "lora", f"data.parallel=[{pairs_file}]", "lora.enabled=true", "lora.r=4"))
+    adapter = tmp_path / "lora" / "final_adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(summary["final_model"])
+    after = merged.state_dict()
+    assert not any("lora" in k for k in after)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("proj" in k for k in changed)  # only LoRA-wrapped linear layers moved
+    assert (Path(summary["final_model"]) / "lam_head.safetensors").exists()
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, tiny_llama_dir, pairs_file):
+    straight = stage.main(_cfg(tiny_llama_dir, tmp_path / "s", f"data.parallel=[{pairs_file}]", "optim.max_steps=4"))
+    out = tmp_path / "r"
+    first = stage.main(_cfg(tiny_llama_dir, out, f"data.parallel=[{pairs_file}]", "optim.max_steps=4", "save_steps=2", "optim.epochs=1"))
+    assert (out / "checkpoint-2" / "lam_head.safetensors").exists()
+    # Pretend the run died after step 2: resume from that checkpoint and finish.
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-4")
+    resumed = stage.main(_cfg(tiny_llama_dir, out, f"data.parallel=[{pairs_file}]", "optim.max_steps=4", "save_steps=2", "resume=latest"))
+    assert resumed["steps"] == 4
+    assert resumed["history"][:2] == first["history"][:2]  # restored log of steps 1-2
+    a, b = _params(Path(straight["final_model"])), _params(Path(resumed["final_model"]))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    ha = load_file(Path(straight["final_model"]) / "lam_head.safetensors")
+    hb = load_file(Path(resumed["final_model"]) / "lam_head.safetensors")
+    assert all(torch.allclose(ha[k], hb[k], atol=1e-6) for k in ha)
+
+
+def _one_sgd_step(model_dir: Path, out: Path, pairs: Path, batch: int, accum: int) -> dict[str, torch.Tensor]:
+    cfg = _cfg(
+        model_dir, out, f"data.parallel=[{pairs}]", "data.both_directions=false", "optim.max_steps=1",
+        f"optim.batch_size={batch}", f"optim.grad_accum={accum}", "optim.optimizer=sgd", "optim.lr=0.5",
+        "optim.max_grad_norm=0", "loss.lambda_ctr=0", "loss.lambda_lam=0",
+    )
+    return _params(Path(stage.main(cfg)["final_model"]))
+
+
+def test_gradient_accumulation_1x8_equals_8x1(tmp_path, tiny_llama_dir):
+    pairs = write_pairs(tmp_path / "p8.jsonl", __import__("conftest").SENTENCES[:8])
+    a = _one_sgd_step(tiny_llama_dir, tmp_path / "a", pairs, batch=8, accum=1)
+    b = _one_sgd_step(tiny_llama_dir, tmp_path / "b", pairs, batch=1, accum=8)
+    c = _one_sgd_step(tiny_llama_dir, tmp_path / "c", pairs, batch=2, accum=4)
+    base = _params(tiny_llama_dir)
+    assert any(not torch.allclose(base[k], a[k]) for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=2e-6), k
+        assert torch.allclose(a[k], c[k], atol=2e-6), k
+
+
+def test_no_rows_is_a_clear_error(tmp_path, tiny_llama_dir):
+    with pytest.raises(ValueError, match="stage 1 has no training rows: give data.parallel"):
+        stage.main(_cfg(tiny_llama_dir, tmp_path / "x"))
