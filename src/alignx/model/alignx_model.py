@@ -8,6 +8,7 @@ parameters are gathered.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -23,6 +24,76 @@ from alignx.objectives.ntp import next_token_loss_from_logits
 HEAD_WEIGHTS = "lam_head.safetensors"
 
 
+class HiddenStateCapture:
+    """Keeps only the two hidden states AlignX needs, via forward hooks, instead of ``output_hidden_states``.
+
+    ``states()`` after a forward gives (hidden_states[align_layer], hidden_states[-1]) as HF would:
+    hidden_states[l] (1 <= l < n) is the output of decoder layer l-1; hidden_states[n] (= [-1]) is the
+    base model's ``last_hidden_state``, i.e. after the final norm (HF ties the last entry to it).
+    The hooks stay installed but only record while ``armed`` (so the re-run of a layer during
+    gradient-checkpoint recomputation records nothing). Storage is thread-local, as nn.DataParallel
+    runs replicas in threads, and a plain attribute while torch.compile traces (dynamo cannot trace
+    threading.local).
+    """
+
+    def __init__(self, lm: nn.Module, align_layer: int) -> None:
+        layers = mload.decoder_layers(lm)
+        owner = next((m for m in mload._base(lm).modules() if any(c is layers for c in m.children())), None)
+        if owner is None:
+            raise ValueError("no module owns the decoder layers; cannot hook the final hidden state")
+        self._local = threading.local()
+        self._compiled_slot: dict[str, Any] = {}
+        self.handles = [owner.register_forward_hook(self._record("final"))]
+        self.mid_is_final = align_layer == len(layers)
+        if not self.mid_is_final:
+            self.handles.append(layers[align_layer - 1].register_forward_hook(self._record("mid")))
+
+    def _slot(self) -> dict[str, Any]:
+        if torch.compiler.is_compiling():
+            return self._compiled_slot
+        if not hasattr(self._local, "slot"):
+            self._local.slot = {}
+        return self._local.slot
+
+    def _record(self, key: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            slot = self._slot()
+            if not slot.get("armed", False):
+                return
+            if isinstance(output, torch.Tensor):
+                slot[key] = output
+            elif hasattr(output, "last_hidden_state") and output.last_hidden_state is not None:
+                slot[key] = output.last_hidden_state
+            else:  # tuple outputs (older decoder layers, return_dict=False)
+                slot[key] = output[0]
+
+        return hook
+
+    def arm(self) -> None:
+        slot = self._slot()
+        slot.clear()
+        slot["armed"] = True
+
+    def disarm(self) -> dict[str, Any]:
+        """Stop recording and hand over what was recorded (the slot drops its references, so nothing outlives the step)."""
+        slot = self._slot()
+        taken = {k: v for k, v in slot.items() if k != "armed"}
+        slot.clear()
+        return taken
+
+    def states(self, taken: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden_states[align_layer], hidden_states[-1]) from what :meth:`disarm` returned."""
+        final = taken.get("final")
+        mid = final if self.mid_is_final else taken.get("mid")
+        if final is None or mid is None:
+            raise RuntimeError("hidden-state hooks did not fire; construct AlignXModel with capture='hidden_states'")
+        return mid, final
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 class AlignXModel(nn.Module):
     """Wraps ``lm`` (a transformers causal LM, possibly a PEFT model).
 
@@ -35,11 +106,22 @@ class AlignXModel(nn.Module):
     # Tells the HF Trainer to count target tokens over the whole accumulated batch (num_items_in_batch).
     accepts_loss_kwargs = True
 
-    def __init__(self, lm: nn.Module, loss: LossConfig, with_alignment: bool) -> None:
+    def __init__(self, lm: nn.Module, loss: LossConfig, with_alignment: bool, capture: str = "hooks") -> None:
+        """``capture``: how the align-layer and final states are obtained: ``hooks`` (two forward hooks,
+        see :class:`HiddenStateCapture`; falls back to ``hidden_states`` for a model whose layers
+        cannot be found) or ``hidden_states`` (``output_hidden_states=True``, all L+1 states)."""
         super().__init__()
+        if capture not in ("hooks", "hidden_states"):
+            raise ValueError(f"capture must be 'hooks' or 'hidden_states', got {capture!r}")
         self.lm = lm
         self.loss_cfg = loss
         self.align_layer = mload.resolve_align_layer(lm, loss.align_layer)
+        self.capture: HiddenStateCapture | None = None
+        if capture == "hooks":
+            try:
+                self.capture = HiddenStateCapture(lm, self.align_layer)
+            except ValueError:
+                self.capture = None
         self.use_ctr = with_alignment and loss.lambda_ctr > 0
         self.use_lam = with_alignment and loss.lambda_lam > 0
         self.lam_head = LanguageMatchingHead(mload.hidden_size(lm), loss.lam_width) if self.use_lam else None
@@ -50,6 +132,12 @@ class AlignXModel(nn.Module):
     @property
     def config(self) -> Any:  # the Trainer reads model.config in a few places
         return self.lm.config
+
+    @property
+    def _no_split_modules(self) -> list[str] | None:
+        # FSDP's TRANSFORMER_BASED_WRAP reads this from the module it wraps (this wrapper) to find
+        # the decoder-layer classes; without it only the root unit is built (nothing sharded per layer).
+        return getattr(mload._base(self.lm), "_no_split_modules", None)
 
     def forward(
         self,
@@ -71,15 +159,22 @@ class AlignXModel(nn.Module):
                 raise ValueError("AlignXModel needs labels or shift_labels")
             shift_labels = torch.full_like(labels, -100)
             shift_labels[:, :-1] = labels[:, 1:]
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False,
-                                  "output_hidden_states": True}
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         if self.fused:
             kwargs["logits_to_keep"] = 1
-        out = self.lm(**kwargs)
-        hidden = out.hidden_states
+        if self.capture is not None:
+            self.capture.arm()
+            try:
+                out = self.lm(**kwargs)
+            finally:
+                taken = self.capture.disarm()
+            mid_states, last_states = self.capture.states(taken)
+        else:
+            out = self.lm(**kwargs, output_hidden_states=True)
+            mid_states, last_states = out.hidden_states[self.align_layer], out.hidden_states[-1]
         if self.fused:
             ntp_sum, ntp_count = fused_next_token_loss(
-                hidden[-1], self.lm.get_output_embeddings(), shift_labels, self.loss_cfg.ntp_chunk_size,
+                last_states, self.lm.get_output_embeddings(), shift_labels, self.loss_cfg.ntp_chunk_size,
                 self.softcap, self.logit_scale,
             )
         else:
@@ -89,9 +184,8 @@ class AlignXModel(nn.Module):
         has_spans = x_start is not None and y_start is not None
         if has_spans and self.use_ctr:
             rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            mid = hidden[self.align_layer]
-            hx = pool_spans(mid, rows, x_start, x_end)
-            hy = pool_spans(mid, rows, y_start, y_end)
+            hx = pool_spans(mid_states, rows, x_start, x_end)
+            hy = pool_spans(mid_states, rows, y_start, y_end)
             if self.loss_cfg.ctr_gather:
                 hy_all, pos = gather_with_grad(hy)
                 result["ctr"] = info_nce(hx, hy_all, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric, positive_index=pos)
@@ -99,10 +193,9 @@ class AlignXModel(nn.Module):
                 result["ctr"] = info_nce(hx, hy, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric)
         if has_spans and self.use_lam:
             rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            last = hidden[-1]
             # Positions shifted by one: the states that predict the sentence's tokens (reference).
-            sx = pool_spans(last, rows, x_start, x_end, shift=1)
-            sy = pool_spans(last, rows, y_start, y_end, shift=1)
+            sx = pool_spans(last_states, rows, x_start, x_end, shift=1)
+            sy = pool_spans(last_states, rows, y_start, y_end, shift=1)
             states = torch.cat([sx, sy], dim=0)
             ids = torch.cat([src_lang, tgt_lang], dim=0)
             result["lam"] = language_matching_loss(states, ids, self.lam_head)
