@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ARCHS, save_tiny_model, write_pairs
 from safetensors.torch import load_file
 
 from alignx.config import TrainConfig, load_config
 from alignx.train import stage
+from conftest import ARCHS, save_tiny_model, write_pairs
 
 
 def _cfg(model_dir: Path, out: Path, *extra: str) -> TrainConfig:
