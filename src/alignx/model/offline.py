@@ -197,10 +197,8 @@ def convert_gguf(spec: PackagedModel, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if spec.assemble:
-        gguf = _assemble(spec, out_dir / "_gguf" / spec.gguf_name)  # inside tmp: removed below / on failure
-    else:
-        gguf = locate_gguf(spec)
+    # A chunked GGUF is assembled inside the tmp dir, so it is removed below or with a failed build.
+    gguf = _assemble(spec, out_dir / "_gguf" / spec.gguf_name) if spec.assemble else locate_gguf(spec)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # The weights are already plain dequantised tensors; only the GGUF quantizer bookkeeping blocks
