@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from alignx import languages
 
 _TAG = re.compile(r"<[^>]+>")
+_BLOCK_TAG = re.compile(r"<(?:br|p|div|li|tr|td|th|h\d)\b[^>]*>|</(?:p|div|li|tr|td|th|h\d)>", re.I)
 _SPACE = re.compile(r"\s+")
 # Zero-width and bidi control characters that survive HTML extraction and break dedup.
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"), None)
@@ -30,7 +31,10 @@ def normalize_text(text: str) -> str:
 
 def strip_markup(text: str) -> str:
     """Remove inline XML/HTML tags (e.g. ``<b>`` in PO strings) and normalise."""
-    return normalize_text(_TAG.sub(" ", text)) if "<" in text else normalize_text(text)
+    if "<" not in text:
+        return normalize_text(text)
+    # Block tags separate words; inline tags (<b>, <span>) sit inside them (CJK has no spaces to spare).
+    return normalize_text(_TAG.sub("", _BLOCK_TAG.sub(" ", text)))
 
 
 def dedup_key(text: str) -> str:

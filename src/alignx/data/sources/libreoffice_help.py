@@ -163,13 +163,26 @@ def _read_segments(path: Path) -> list[Segment]:
     return parse_page(path.read_text(encoding="utf-8", errors="replace"))
 
 
+def _targets(root: Path, langs: list[str], pivot: str, skip_missing: bool) -> list[tuple[str, Path]]:
+    out = []
+    for code in dict.fromkeys(languages.normalize(c) for c in langs):
+        if code == pivot:
+            continue
+        try:
+            out.append((code, language_dir(root, code)))
+        except MissingSourceError:
+            if not skip_missing:
+                raise
+    return out
+
+
 def iter_pairs(
-    langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True
+    langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True, skip_missing: bool = False
 ) -> Iterator[dict]:
-    """Pivot->X pairs for every language in ``langs`` that is installed (raises if one is not)."""
+    """Pivot->X pairs for the languages in ``langs``; a language not installed raises unless ``skip_missing``."""
     root = Path(root or INFO.default_root)
     pivot_dir = language_dir(root, pivot)
-    targets = [(languages.normalize(c), language_dir(root, c)) for c in langs if languages.normalize(c) != pivot]
+    targets = _targets(root, langs, pivot, skip_missing)
     pages = _pages(pivot_dir)
     for rel, path in tqdm(pages.items(), desc="libreoffice-help pages", disable=not progress, unit="page"):
         src_segments = {s.key: s for s in _read_segments(path)}
@@ -208,7 +221,12 @@ def _howto_sections(segments: list[Segment], min_steps: int) -> list[tuple[Segme
 
 
 def iter_howtos(
-    langs: list[str], root: str | Path | None = None, pivot: str = "en", min_steps: int = 2, progress: bool = True
+    langs: list[str],
+    root: str | Path | None = None,
+    pivot: str = "en",
+    min_steps: int = 2,
+    progress: bool = True,
+    skip_missing: bool = False,
 ) -> Iterator[dict]:
     """How-to sections of the guide pages, one dict per language in which every step is translated.
 
@@ -217,7 +235,7 @@ def iter_howtos(
     """
     root = Path(root or INFO.default_root)
     pivot_dir = language_dir(root, pivot)
-    targets = [(languages.normalize(c), language_dir(root, c)) for c in langs if languages.normalize(c) != pivot]
+    targets = _targets(root, langs, pivot, skip_missing)
     guides = {rel: p for rel, p in _pages(pivot_dir).items() if "/guide/" in rel}
     for rel, path in tqdm(guides.items(), desc="libreoffice-help how-tos", disable=not progress, unit="page"):
         for head, steps in _howto_sections(_read_segments(path), min_steps):

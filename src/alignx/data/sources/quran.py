@@ -55,7 +55,8 @@ def _lang_verses(base: Path, code: str) -> dict[str, str] | None:
     return _verses(path, "translation") if path.exists() else None
 
 
-def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True) -> Iterator[dict]:
+def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True, skip_missing: bool = False
+) -> Iterator[dict]:
     base = find_root(root)
     pivot_verses = _lang_verses(base, languages.normalize(pivot))
     if pivot_verses is None:
@@ -65,6 +66,8 @@ def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "e
             continue
         verses = _lang_verses(base, code)
         if verses is None:
+            if not skip_missing:
+                raise MissingSourceError(f"quran-json has no translation for {code!r} (it has ar bn en es fr id ru sv tr ur zh)")
             continue
         for key, src in pivot_verses.items():
             if key in verses:

