@@ -1,0 +1,214 @@
+"""Multi-process training: accelerate configs, the cross-rank gather, and real 2-process gloo runs on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SENTENCES, save_tiny_model, write_pairs
+
+REPO = Path(__file__).resolve().parents[1]
+ACC = REPO / "configs" / "accelerate"
+WORKER = Path(__file__).with_name("_dist_worker.py")
+
+
+# ---- accelerate configs ---------------------------------------------------------------------
+
+
+def _launch_args(name: str):
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(["--config_file", str(ACC / f"{name}.yaml"), "-m", "alignx.cli", "train"])
+    args, _, _ = _validate_launch_command(args)
+    return args
+
+
+def test_accelerate_configs_parse_and_select_the_intended_engine():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    expected = {
+        "ddp": (DistributedType.MULTI_GPU, "bf16"),
+        "fsdp": (DistributedType.FSDP, "bf16"),
+        "deepspeed_zero2": (DistributedType.DEEPSPEED, "bf16"),
+        "cpu_2proc": (DistributedType.MULTI_GPU, "no"),  # torchrun launcher; gloo via ACCELERATE_USE_CPU
+    }
+    assert sorted(p.stem for p in ACC.glob("*.yaml")) == sorted(expected)
+    for name, (dtype, mp) in expected.items():
+        cfg = load_config_from_file(str(ACC / f"{name}.yaml"))
+        assert (cfg.distributed_type, cfg.mixed_precision) == (dtype, mp), name
+        args = _launch_args(name)
+        assert (args.use_fsdp, args.use_deepspeed, args.multi_gpu) == (name == "fsdp", name == "deepspeed_zero2", name in ("ddp", "cpu_2proc"))
+    ds = load_config_from_file(str(ACC / "deepspeed_zero2.yaml")).deepspeed_config
+    assert ds["zero_stage"] == 2
+    # Left to the HF Trainer ("auto"), so optim.grad_accum / max_grad_norm cannot disagree with DeepSpeed.
+    assert "gradient_accumulation_steps" not in ds and "gradient_clipping" not in ds
+
+
+def test_fsdp_config_wraps_each_decoder_layer_of_the_alignx_wrapper(tmp_path, monkeypatch):
+    """The env accelerate launch exports for fsdp.yaml builds a plugin whose auto-wrap finds the
+    decoder layers through AlignXModel (no class name in the file) and saves full state dicts."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from transformers import AutoModelForCausalLM
+
+    from alignx.config import LossConfig
+    from alignx.model import load as mload
+    from alignx.model.alignx_model import AlignXModel
+
+    env = prepare_multi_gpu_env(_launch_args("fsdp"))
+    for k, v in env.items():
+        if k.startswith(("FSDP_", "ACCELERATE_")):
+            monkeypatch.setenv(k, v)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert "FULL_STATE_DICT" in str(plugin.state_dict_type)
+    assert plugin.transformer_cls_names_to_wrap is None  # taken from the model
+
+    lm = AutoModelForCausalLM.from_pretrained(save_tiny_model(tmp_path / "m"))
+    wrapper = AlignXModel(lm, LossConfig(), with_alignment=True)
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, wrapper)
+    wrapped = [n for n, m in wrapper.named_modules() if policy(m)]
+    layers = mload.decoder_layers(lm)
+    assert wrapped == [f"lm.model.layers.{i}" for i in range(len(layers))]
+    # Embeddings, final norm, output head and the L_LAM head stay in the root unit (see README).
+    assert not any(policy(m) for m in (lm.get_output_embeddings(), lm.get_input_embeddings(), wrapper.lam_head))
+
+
+# ---- gather_with_grad in a real 2-process gloo group -------------------------------------------
+
+
+def _gather_worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from alignx.distributed import gather_with_grad, world
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        n = 3 if rank == 0 else 1  # uneven row counts
+        gen = torch.Generator().manual_seed(100 + rank)
+        local = torch.randn(n, 4, generator=gen, requires_grad=True)
+        rows, index = gather_with_grad(local)
+        weights = torch.arange(rows.numel(), dtype=torch.float32).reshape(rows.shape) + 1
+        (rows * weights).sum().backward()
+        torch.save({"world": world(), "local": local.detach(), "rows": rows.detach(), "index": index,
+                    "grad": local.grad, "weights": weights},
+                   os.path.join(out_dir, f"g{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_with_grad_uneven_rows_two_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gather_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"g{r}.pt") for r in (0, 1))
+    assert r0["world"] == (0, 2) and r1["world"] == (1, 2)
+    everything = torch.cat([r0["local"], r1["local"]])
+    for r in (r0, r1):
+        assert torch.equal(r["rows"], everything)  # same concatenation, rank order, no padding rows
+        assert torch.equal(r["rows"][r["index"]], r["local"])
+    assert r0["index"].tolist() == [0, 1, 2] and r1["index"].tolist() == [3]
+    # Gradient reaches this rank's rows only, through its own slot of the concatenation.
+    for r in (r0, r1):
+        assert torch.equal(r["grad"], r["weights"][r["index"]])
+
+
+# ---- real 2-process training runs --------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("dist")
+    rows = SENTENCES + [(s, t + " !", lang) for s, t, lang in SENTENCES]  # 24 pairs -> 48 rows both ways
+    return {"model": save_tiny_model(d / "tiny-llama"), "pairs": write_pairs(d / "pairs.jsonl", rows), "root": d}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]), ACCELERATE_USE_CPU="true",
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ALIGNX_LOG="WARNING")
+    return env
+
+
+def _train(assets, name: str, nproc: int, *overrides: str) -> tuple[Path, dict[int, dict]]:
+    out, record = assets["root"] / name, assets["root"] / f"{name}-ranks"
+    train = ["train", f"model.name_or_path={assets['model']}", f"data.parallel=[{assets['pairs']}]", f"output_dir={out}",
+             "optim.max_steps=3", "optim.lr=1e-3", "optim.warmup_ratio=0", "optim.scheduler=constant",
+             "logging_steps=1", "save_steps=1000", "report_to=none", "loss.ntp_chunk_size=16", *overrides]
+    if nproc == 1:
+        cmd = [sys.executable, str(WORKER), str(record), *train]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACC / "cpu_2proc.yaml"),
+               "--main_process_port", str(_free_port()), "--num_processes", str(nproc), str(WORKER), str(record), *train]
+    proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    ranks = {int(p.stem[4:]): json.loads(p.read_text()) for p in record.glob("rank*.json")}
+    assert sorted(ranks) == list(range(nproc)), ranks.keys()
+    return out, ranks
+
+
+def test_two_process_stage1_with_ctr_gather(assets):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out, ranks = _train(assets, "ctr", 2, "optim.batch_size=2", "loss.ctr_gather=true")
+    for r in ranks.values():
+        assert r["rc"] == 0 and r["world"] == 2 and "MULTI_CPU" in r["distributed_type"]
+        # Every step gathered y rows from both ranks: 2 local rows, 4 candidates, index at this rank's rows.
+        assert len(r["gathers"]) == 3 and all(g == [2, 4, 2 * r["rank"]] for g in r["gathers"])
+    # DDP kept the replicas identical, bit for bit.
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["steps"] == 3
+    assert [h["step"] for h in summary["history"]] == [1, 2, 3]
+    for h in summary["history"]:
+        assert {"loss_ntp", "loss_ctr", "loss_lam"} <= set(h) and all(h[k] > 0 for k in ("loss_ntp", "loss_ctr", "loss_lam"))
+    assert set(summary["final_losses"]) >= {"loss", "loss_ntp", "loss_ctr", "loss_lam"}
+
+    final = out / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert (final / "lam_head.safetensors").exists() and (final / "tokenizer.json").exists()
+    # final/ holds the trained rank-0 weights (not the initial ones).
+    saved = load_file(final / "model.safetensors")
+    init = AutoModelForCausalLM.from_pretrained(assets["model"]).state_dict()
+    assert any(not torch.equal(saved[k], init[k]) for k in saved)
+    for k, v in model.state_dict().items():
+        if k in saved:
+            assert torch.equal(v, saved[k]), k
+
+
+def test_two_ranks_of_two_rows_equal_one_rank_of_four_ntp_only(assets):
+    """L_NTP is normalised by the target tokens of the whole step on all ranks, and accelerate gives
+    rank r the r-th batch of the same seeded permutation, so 2 x 2 rows == 1 x 4 rows per step."""
+    ntp_only = ("loss.lambda_ctr=0", "loss.lambda_lam=0")
+    out2, _ = _train(assets, "ntp2", 2, "optim.batch_size=2", *ntp_only)
+    out1, ranks1 = _train(assets, "ntp1", 1, "optim.batch_size=4", *ntp_only)
+    assert ranks1[0]["world"] == 1
+    h2 = json.loads((out2 / "train_summary.json").read_text())["history"]
+    h1 = json.loads((out1 / "train_summary.json").read_text())["history"]
+    assert len(h1) == len(h2) == 3
+    for a, b in zip(h1, h2, strict=True):
+        for key in ("loss", "loss_ntp", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key, a[key], b[key])
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(out1 / "final" / "model.safetensors"), load_file(out2 / "final" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    assert worst < 1e-4, worst  # Adam steps are ~lr = 1e-3; a different batch would move weights by that much
