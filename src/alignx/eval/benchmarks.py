@@ -246,7 +246,8 @@ def resolve_tasks(names: Sequence[str], rendered: RenderedTasks) -> tuple[list[s
                 raise FileNotFoundError(f"{name}: no language has data ({why})")
             skipped = [t for t in rendered.groups[name] if t not in rendered.available]
             if skipped:
-                log.warning("%s: %d language(s) without data skipped: %s", name, len(skipped), ", ".join(_lang_of(t) for t in skipped))
+                shown = ", ".join(_lang_of(t) for t in skipped[:12]) + (", ..." if len(skipped) > 12 else "")
+                log.warning("%s: %d language(s) without data skipped (%s)", name, len(skipped), shown)
             local += runnable
         elif name in rendered.available:
             local.append(name)
@@ -323,11 +324,13 @@ def run_benchmarks(
     num_fewshot: int | None = None,
     mc_file: str | Path | None = None,
     seed: int = 0,
+    max_gen_toks: int | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate an in-memory HF model on alignx's local tasks and/or stock lm-eval tasks.
 
     Returns ``{benchmark: {lang: {"acc", "acc_stderr", "n"}}}`` (``acc_norm`` too when the task has it).
-    ``num_fewshot=None`` keeps each task's default (0 for these).
+    ``num_fewshot=None`` keeps each task's default (0 for these). ``max_gen_toks`` caps generation
+    tasks (MGSM; lm-eval's default is 256).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -353,6 +356,7 @@ def run_benchmarks(
             numpy_random_seed=seed,
             torch_random_seed=seed,
             fewshot_random_seed=seed,
+            gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
         )
     if results is None:  # non-zero ranks under distributed evaluation
         return {}

@@ -1,0 +1,128 @@
+"""``alignx eval``: benchmarks (lm-eval on local files) + in-context translation -> ``<output_dir>/eval.json``.
+
+eval.json schema (read by ``alignx report``)::
+
+    {"kind": "eval", "run_name", "model", "config": {...}, "env": {...},
+     "benchmarks": {benchmark: {lang: {"acc", "acc_stderr", "n", ["acc_norm", "acc_norm_stderr"]}}},
+     "translation": {"<src>-<tgt>": {"spbleu", "chrf++", "off_target", "n", "comet", "tokenizer",
+                                     "shots", "langid", "samples": [{src, ref, hyp} x 5]}}}
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignx.config import ConfigError, ModelConfig, opt, section, to_dict
+from alignx.eval.translation import BLEU_TOKENIZERS, load_translation_sets, parse_direction, run_translation
+from alignx.utils import environment, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    model: ModelConfig = section(ModelConfig, "model to evaluate")
+    tasks: list[str] = opt([], "benchmarks: alignx_<b> groups (b = xcopa xnli xstorycloze xwinograd pawsx belebele mgsm), alignx_<b>_<lang>, alignx_mc, or stock lm-eval task names (need the hub)")
+    benchmark_data_dir: str | None = opt(None, "root of local benchmark files: <dir>/xcopa/<lang>/test.<lang>.jsonl, <dir>/belebele/<flores>.jsonl, ... (see alignx/eval/tasks/*/_template_yaml)")
+    mc_file: str | None = opt(None, "generic multiple-choice JSONL {lang,question,choices,label} for alignx_mc (default <benchmark_data_dir>/mc_heldout.jsonl)")
+    num_fewshot: int | None = opt(None, "benchmark few-shot examples (None: each task's default, 0)")
+    benchmark_max_gen_toks: int | None = opt(None, "cap on generated tokens for generation benchmarks (MGSM); None: lm-eval's 256")
+    translation_files: list[str] = opt([], "parallel JSONL {src,tgt,src_lang,tgt_lang} test files")
+    translation_dev_files: list[str] = opt([], "parallel JSONL pools for k-shot demonstrations (default: the test file, test pair excluded)")
+    flores_dir: str | None = opt(None, "FLORES-style directory of <flores_code>.<split> line files (dev/ and devtest/ subdirs allowed)")
+    flores_split: str = opt("devtest", "FLORES split evaluated; demonstrations come from 'dev'")
+    directions: list[str] = opt([], "translation directions, e.g. en-de,de-en (default: every direction in the JSONL files)")
+    shots: int = opt(8, "in-context translation examples per prompt (paper: 8)")
+    use_chat_template: bool = opt(False, "wrap translation prompts in the tokenizer's chat template (instruct models)")
+    bleu_tokenize: str = opt("auto", "sacrebleu tokenizer: auto (flores101 when its SentencePiece model is available offline, else 13a/zh/char per target) | flores101 | flores200 | 13a | intl | char | zh | none")
+    comet_model: str | None = opt(None, "local COMET checkpoint (.ckpt) for unbabel-comet; None: COMET is null")
+    langid: str = opt("auto", "off-target language id: auto (py3langid if installed, else script) | py3langid | script")
+    limit: int | None = opt(None, "at most this many examples per benchmark language / translation direction")
+    batch_size: int = opt(8, "batch size for scoring and generation")
+    max_new_tokens: int = opt(256, "translation: generation budget per sentence")
+    seed: int = opt(0, "seed for demonstration sampling and lm-eval")
+    output_dir: str = opt("runs/eval", "eval.json and translations.<src>-<tgt>.jsonl go here")
+    run_name: str = opt("", "label in eval.json and reports (default: the model's directory name)")
+
+    def __post_init__(self) -> None:
+        if self.shots < 0:
+            raise ConfigError(f"shots must be >= 0, got {self.shots}")
+        if self.num_fewshot is not None and self.num_fewshot < 0:
+            raise ConfigError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be positive, got {self.limit}")
+        if self.batch_size <= 0 or self.max_new_tokens <= 0:
+            raise ConfigError("batch_size and max_new_tokens must be positive")
+        if self.bleu_tokenize not in BLEU_TOKENIZERS:
+            raise ConfigError(f"bleu_tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {self.bleu_tokenize!r}")
+        if self.langid not in ("auto", "py3langid", "script"):
+            raise ConfigError(f"langid must be auto|py3langid|script, got {self.langid!r}")
+        for d in self.directions:
+            try:
+                parse_direction(d)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.flores_dir and not self.directions:
+            raise ConfigError("flores_dir needs directions (e.g. directions=en-de,de-en)")
+        for path in [*self.translation_files, *self.translation_dev_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir])]:
+            if not Path(path).exists():
+                raise ConfigError(f"{path}: not found")
+
+    @property
+    def has_translation(self) -> bool:
+        return bool(self.translation_files or self.flores_dir)
+
+
+def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """Run benchmarks and translation on an in-memory model; returns the eval.json object (unwritten)."""
+    from alignx.eval.benchmarks import run_benchmarks
+
+    if not cfg.tasks and not cfg.has_translation:
+        raise ConfigError("nothing to evaluate: give tasks=... and/or translation_files=... / flores_dir=...")
+    model.eval()
+    t0 = time.time()
+    benchmarks = run_benchmarks(
+        model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
+        num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
+    ) if cfg.tasks else {}  # fmt: skip
+    t1 = time.time()
+    translation = {}
+    if cfg.has_translation:
+        sets = load_translation_sets(
+            cfg.translation_files, cfg.translation_dev_files, cfg.flores_dir, cfg.directions, cfg.flores_split, limit=cfg.limit
+        )
+        translation = run_translation(
+            model, tokenizer, sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
+            max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
+            comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir,
+        )  # fmt: skip
+    name = cfg.model.name_or_path
+    return {
+        "kind": "eval",
+        "run_name": cfg.run_name or (Path(name.rstrip("/")).name if name else "model"),
+        "model": name,
+        "config": to_dict(cfg),
+        "env": environment(),
+        "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(time.time() - t1, 1)},
+        "benchmarks": benchmarks,
+        "translation": translation,
+    }
+
+
+def main(cfg: EvalConfig) -> dict[str, Any]:
+    """Load ``cfg.model``, evaluate, write ``<output_dir>/eval.json``; returns its content."""
+    from alignx.model.load import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    result = evaluate(model, tokenizer, cfg)
+    path = write_json(Path(cfg.output_dir) / "eval.json", result)
+    log.info("wrote %s", path)
+    return result

@@ -1,0 +1,159 @@
+"""Shipped lm-eval task YAMLs, rendering with a data dir, task resolution, and real lm-eval runs
+with a tiny random Llama on the real XCOPA (if present) and the fixture benchmarks."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from alignx import languages
+from alignx.eval import benchmarks
+from alignx.eval.benchmarks import PLACEHOLDER, TASKS_DIR
+
+FIX = Path(__file__).parent / "fixtures" / "benchmarks"
+XCOPA_ROOT = Path("/work/shared/data")
+BENCHES = ["belebele", "mgsm", "pawsx", "xcopa", "xnli", "xstorycloze", "xwinograd"]
+
+
+def tiny_lm(texts: list[str]):
+    """A 2-layer random Llama and a byte-level BPE tokenizer trained here on ``texts`` (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval(), tokenizer
+
+
+# --- shipped YAMLs ------------------------------------------------------------------------------
+
+
+def _yaml(path: Path) -> dict:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=benchmarks._Loader)  # noqa: S506
+
+
+def test_every_benchmark_ships_template_languages_and_group():
+    groups = benchmarks.shipped_groups()
+    assert sorted(g.removeprefix("alignx_") for g in groups) == BENCHES
+    utils = importlib.import_module("alignx.eval.tasks.utils")
+    for bench in BENCHES:
+        bench_dir = TASKS_DIR / bench
+        template = _yaml(bench_dir / "_template_yaml")
+        assert template["dataset_path"] == "json"
+        files = sorted(bench_dir.glob("alignx_*.yaml"))
+        assert len(files) >= 6
+        assert sorted(groups[f"alignx_{bench}"]) == sorted(f.stem for f in files)
+        for path in files:
+            cfg = _yaml(path)
+            assert cfg["include"] == "_template_yaml" and cfg["task"] == path.stem
+            languages.get(cfg["task"].rsplit("_", 1)[1])  # a known language code
+            data_files = cfg["dataset_kwargs"]["data_files"]
+            assert data_files and all(p.startswith(f"{PLACEHOLDER}/{bench}/") for p in data_files.values())
+            for value in [*cfg.values(), *template.values()]:
+                if isinstance(value, benchmarks._FunctionRef):
+                    assert callable(getattr(utils, value.rsplit(".", 1)[1]))
+
+
+def test_render_fills_data_dir_and_drops_missing(tmp_path):
+    rendered = benchmarks.render_tasks(FIX, tmp_path)
+    assert {"alignx_xnli_de", "alignx_pawsx_fr", "alignx_belebele_sw", "alignx_mgsm_de", "alignx_mc_en"} <= set(rendered.available)
+    assert "alignx_xcopa_sw" in rendered.missing and "xcopa/sw/test.sw.jsonl" in rendered.missing["alignx_xcopa_sw"]
+    paws = _yaml(tmp_path / "pawsx" / "alignx_pawsx_de.yaml")
+    assert paws["dataset_kwargs"]["data_files"] == {"test": str(FIX.resolve() / "pawsx/de/test.jsonl")}
+    assert paws["validation_split"] is None  # no validation file in the fixtures: split dropped
+    assert "!function" in (tmp_path / "pawsx" / "_template_yaml").read_text()
+    group = _yaml(tmp_path / "xnli" / "_alignx_xnli.yaml")
+    assert group["task"] == ["alignx_xnli_de", "alignx_xnli_sw"]
+    assert not (tmp_path / "xcopa" / "_alignx_xcopa.yaml").exists()
+    assert PLACEHOLDER not in "".join(p.read_text() for p in tmp_path.rglob("*.yaml"))
+
+
+def test_resolve_task_names(tmp_path):
+    rendered = benchmarks.render_tasks(FIX, tmp_path)
+    local, stock = benchmarks.resolve_tasks(["alignx_xwinograd", "alignx_mc_de", "hellaswag", "alignx_mc_de"], rendered)
+    assert local == ["alignx_xwinograd_en", "alignx_xwinograd_fr", "alignx_mc_de"] and stock == ["hellaswag"]
+    with pytest.raises(FileNotFoundError, match=r"alignx_xcopa_sw: data file not found: .*test.sw.jsonl"):
+        benchmarks.resolve_tasks(["alignx_xcopa_sw"], rendered)
+    with pytest.raises(FileNotFoundError, match="alignx_xcopa: no language has data"):
+        benchmarks.resolve_tasks(["alignx_xcopa"], rendered)
+    with pytest.raises(ValueError, match="unknown alignx task"):
+        benchmarks.resolve_tasks(["alignx_nope"], rendered)
+    assert benchmarks.split_task_name("belebele_deu_Latn") == ("belebele", "de")
+    assert benchmarks.split_task_name("xcopa_sw") == ("xcopa", "sw")
+    assert benchmarks.split_task_name("hellaswag") == ("hellaswag", "all")
+    assert benchmarks.split_task_name("alignx_xwinograd_ja", rendered) == ("xwinograd", "ja")
+
+
+def test_mc_file_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "mc.jsonl"
+    bad.write_text(json.dumps({"lang": "en", "question": "q", "choices": ["a", "b"], "label": 2}) + "\n")
+    with pytest.raises(ValueError, match=r"mc.jsonl:1: 'label' must be an index"):
+        benchmarks.read_mc_file(bad)
+    bad.write_text("\n" + json.dumps({"lang": "en", "question": "q", "choices": ["a"], "label": 0}) + "\n")
+    with pytest.raises(ValueError, match=r"mc.jsonl:2: 'choices'"):
+        benchmarks.read_mc_file(bad)
+    rows = benchmarks.read_mc_file(FIX / "mc_heldout.jsonl")
+    assert sorted(rows) == ["de", "en"] and len(rows["de"]) == 3
+
+
+# --- real lm-eval runs --------------------------------------------------------------------------
+
+
+def _continuation_logprob(model, tokenizer, context: str, continuation: str) -> float:
+    """Sum of log p(continuation tokens | context), tokenised as lm-eval does (whole string, then split)."""
+    ctx = tokenizer.encode(context, add_special_tokens=False)
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    with torch.no_grad():
+        logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
+    return sum(logits[i - 1, whole[i]].item() for i in range(len(ctx), len(whole)))
+
+
+@pytest.mark.skipif(not (XCOPA_ROOT / "xcopa" / "sw" / "test.sw.jsonl").exists(), reason="real XCOPA not present")
+def test_xcopa_real_data_matches_manual_scoring():
+    from alignx.eval.tasks.utils import xcopa_choices, xcopa_text_sw
+
+    docs = [json.loads(line) for line in (XCOPA_ROOT / "xcopa/sw/test.sw.jsonl").read_text(encoding="utf-8").splitlines()[:5]]
+    model, tok = tiny_lm([d["premise"] + " " + d["choice1"] + " " + d["choice2"] for d in docs])
+    result = benchmarks.run_benchmarks(model, tok, ["alignx_xcopa_sw"], XCOPA_ROOT, limit=5, batch_size=4)
+    entry = result["xcopa"]["sw"]
+    assert entry["n"] == 5 and entry["acc_stderr"] is not None
+    # independent re-scoring of the same 5 docs with the same prompt: lm-eval must agree
+    correct = 0
+    for doc in docs:
+        ctx = xcopa_text_sw(doc)
+        scores = [_continuation_logprob(model, tok, ctx, " " + c) for c in xcopa_choices(doc)]
+        correct += int(max(range(2), key=scores.__getitem__) == doc["label"])
+    assert entry["acc"] == pytest.approx(correct / 5)
+
+
+def test_fixture_benchmarks_run_through_lm_eval():
+    texts = [line for p in FIX.rglob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
+    model, tok = tiny_lm(texts)
+    tasks = [f"alignx_{b}" for b in BENCHES if b != "xcopa"] + ["alignx_mc"]
+    result = benchmarks.run_benchmarks(model, tok, tasks, FIX, limit=3, batch_size=8, max_gen_toks=8)
+    expected = {
+        "xnli": {"de": 3, "sw": 3}, "xstorycloze": {"en": 3, "sw": 3}, "xwinograd": {"en": 3, "fr": 3},
+        "pawsx": {"de": 3, "fr": 3}, "belebele": {"de": 3, "sw": 3}, "mgsm": {"de": 3, "sw": 3}, "mc": {"de": 3, "en": 3},
+    }  # fmt: skip
+    assert {b: {lang: e["n"] for lang, e in langs.items()} for b, langs in result.items()} == expected
+    for langs in result.values():
+        for entry in langs.values():
+            assert 0.0 <= entry["acc"] <= 1.0 and entry["acc_stderr"] is not None
+    assert "acc_norm" in result["belebele"]["de"] and "acc_norm" in result["mc"]["en"]
+    assert result["mgsm"]["de"]["metric"] == "exact_match,flexible-extract"

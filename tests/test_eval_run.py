@@ -1,0 +1,109 @@
+"""Batched generation and the whole ``alignx eval`` stage on a tiny random Llama saved to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from alignx.config import ConfigError, ModelConfig, load_config
+from alignx.eval import translation
+from alignx.eval.run import EvalConfig, main
+from alignx.utils import read_json
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def tiny_lm(texts: list[str]):
+    """A 2-layer random Llama and a byte-level BPE tokenizer trained here on ``texts`` (offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg).eval(), tokenizer
+
+
+def _texts() -> list[str]:
+    return [line for p in (FIX / "translation").glob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
+
+
+def test_generation_is_padding_invariant_and_cut_at_newline():
+    model, tok = tiny_lm(_texts())
+    prompts = ["English: The cat sleeps.\nGerman:", "Translate the following sentences from English to German.\n\nEnglish: I would like a cup of coffee.\nGerman:"]
+    batched = translation.generate(model, tok, prompts, batch_size=2, max_new_tokens=12)
+    alone = [translation.generate(model, tok, [p], batch_size=1, max_new_tokens=12)[0] for p in prompts]
+    assert batched == alone  # left padding + attention mask: the short prompt is unaffected by the long one
+    assert all("\n" not in h for h in batched)
+    assert tok.padding_side == "right"  # restored
+    # the raw continuation really is the greedy one
+    enc = tok(prompts[0], return_tensors="pt")
+    raw = model.generate(**enc, do_sample=False, max_new_tokens=12, pad_token_id=0)[0, enc["input_ids"].shape[1] :]
+    assert tok.decode(raw, skip_special_tokens=True).strip().startswith(batched[0])
+
+
+def test_eval_config_checks(tmp_path):
+    with pytest.raises(ConfigError, match="shots"):
+        EvalConfig(shots=-1)
+    with pytest.raises(ConfigError, match="direction"):
+        EvalConfig(directions=["english-german"])
+    with pytest.raises(ConfigError, match="flores_dir needs directions"):
+        EvalConfig(flores_dir=str(FIX / "translation" / "flores"))
+    with pytest.raises(ConfigError, match="not found"):
+        EvalConfig(translation_files=[str(tmp_path / "missing.jsonl")])
+    cfg = load_config(EvalConfig, overrides=["tasks=alignx_xcopa,alignx_mc", "directions=en-de,de-en", "shots=4", "model.name_or_path=x"])
+    assert cfg.tasks == ["alignx_xcopa", "alignx_mc"] and cfg.directions == ["en-de", "de-en"] and cfg.shots == 4
+
+
+def test_main_writes_eval_json(tmp_path):
+    pytest.importorskip("alignx.model.load")
+    model, tok = tiny_lm(_texts() + [json.dumps(r) for r in (FIX / "benchmarks" / "mc_heldout.jsonl").read_text().splitlines()])
+    model_dir = tmp_path / "tiny-llama"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    cfg = EvalConfig(
+        model=ModelConfig(name_or_path=str(model_dir)),
+        tasks=["alignx_mc"],
+        benchmark_data_dir=str(FIX / "benchmarks"),
+        translation_files=[str(FIX / "translation" / "test.jsonl")],
+        translation_dev_files=[str(FIX / "translation" / "dev.jsonl")],
+        shots=1,
+        limit=2,
+        max_new_tokens=6,
+        batch_size=4,
+        output_dir=str(tmp_path / "out"),
+    )
+    returned = main(cfg)
+    result = read_json(tmp_path / "out" / "eval.json")
+    assert result == json.loads(json.dumps(returned, default=str))
+    assert result["kind"] == "eval" and result["run_name"] == "tiny-llama" and result["model"] == str(model_dir)
+    assert result["config"]["shots"] == 1 and result["config"]["model"]["name_or_path"] == str(model_dir)
+    assert result["env"]["versions"]["torch"]
+    assert set(result["benchmarks"]) == {"mc"}
+    for entry in result["benchmarks"]["mc"].values():
+        assert entry["n"] == 2 and {"acc", "acc_stderr", "acc_norm"} <= set(entry)
+    assert set(result["translation"]) == {"en-de", "en-zh"}
+    for direction, entry in result["translation"].items():
+        assert {"spbleu", "chrf++", "off_target", "n", "comet", "tokenizer", "shots", "samples"} <= set(entry)
+        assert entry["n"] == 2 and entry["shots"] == 1 and entry["comet"] is None
+        assert 0 <= entry["spbleu"] <= 100 and 0 <= entry["chrf++"] <= 100 and 0 <= entry["off_target"] <= 1
+        assert [set(s) for s in entry["samples"]] == [{"src", "ref", "hyp"}] * 2
+        rows = (tmp_path / "out" / f"translations.{direction}.jsonl").read_text(encoding="utf-8").splitlines()
+        hyps = [json.loads(r)["hyp"] for r in rows]
+        refs = [json.loads(r)["ref"] for r in rows]
+        # the stored score is the corpus score of the stored outputs
+        assert entry["chrf++"] == pytest.approx(translation.corpus_scores(hyps, refs, entry["tokenizer"])["chrf++"])
+    assert result["translation"]["en-zh"]["tokenizer"] in ("zh", "flores101")
