@@ -122,6 +122,76 @@ def test_gather_with_grad_uneven_rows_two_ranks(tmp_path):
         assert torch.equal(r["grad"], r["weights"][r["index"]])
 
 
+def _fsdp2_worker(rank: int, port: int, model_dir: str, out_dir: str) -> None:
+    """Shard AlignXModel with FSDP2 exactly as fsdp.yaml asks (decoder layers, then the root) and
+    compare loss and every gradient with the unsharded model on the same batch."""
+    import torch.distributed as dist
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+
+    from alignx.config import LossConfig
+    from alignx.model.alignx_model import AlignXModel
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        os.environ.update(FSDP_VERSION="2", FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP", FSDP_STATE_DICT_TYPE="FULL_STATE_DICT")
+        models = []
+        for _ in range(2):
+            torch.manual_seed(0)  # same L_LAM head init
+            lm = AutoModelForCausalLM.from_pretrained(model_dir)
+            models.append(AlignXModel(lm, LossConfig(ntp_chunk_size=8), with_alignment=True).train())
+        ref, sharded = models
+        assert ref.fused  # the output head is called inside AlignXModel.forward
+        gen = torch.Generator().manual_seed(1)
+        ids = torch.randint(4, ref.config.vocab_size, (4, 12), generator=gen)
+        batch = dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids.clone(),
+                     x_start=torch.tensor([1, 1, 2, 1]), x_end=torch.tensor([5, 6, 5, 4]),
+                     y_start=torch.tensor([6, 7, 6, 5]), y_end=torch.tensor([11, 12, 10, 9]),
+                     src_lang=torch.tensor([0, 0, 1, 1]), tgt_lang=torch.tensor([1, 2, 0, 2]))
+
+        def total(o: dict) -> torch.Tensor:
+            return o["ntp_sum"] / o["ntp_count"] + 0.3 * o["ctr"] + 0.4 * o["lam"]
+
+        ref_loss = total(ref(**batch))
+        ref_loss.backward()
+        policy = fsdp2_prepare_auto_wrap_policy(FullyShardedDataParallelPlugin(), sharded)
+        mesh = init_device_mesh("cpu", (2,))
+        units = [n for n, m in sharded.named_modules() if m is not sharded and policy(m)]
+        for name in reversed(units):
+            fully_shard(sharded.get_submodule(name), mesh=mesh)
+        fully_shard(sharded, mesh=mesh)
+        loss = total(sharded(**batch))
+        loss.backward()
+        ref_grads = dict(ref.named_parameters())
+        diffs = {}
+        for name, p in sharded.named_parameters():
+            grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+            diffs[name] = float((grad - ref_grads[name].grad).abs().max())
+        torch.save({"units": units, "losses": (float(ref_loss), float(loss)), "diffs": diffs,
+                    "head_is_dtensor": type(sharded.lm.get_output_embeddings().weight).__name__ == "DTensor"},
+                   os.path.join(out_dir, f"f{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp2_sharded_alignx_model_matches_unsharded(tmp_path):
+    """The fused NTP loss calls the output head inside AlignXModel.forward: with the decoder layers
+    auto-wrapped, the head lives in the root unit, which is unsharded for the whole forward."""
+    import torch.multiprocessing as mp
+
+    model_dir = save_tiny_model(tmp_path / "m")
+    mp.spawn(_fsdp2_worker, args=(_free_port(), str(model_dir), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        r = torch.load(tmp_path / f"f{rank}.pt")
+        assert r["units"] == [f"lm.model.layers.{i}" for i in range(4)]
+        assert r["head_is_dtensor"]  # really sharded at rest
+        assert r["losses"][1] == pytest.approx(r["losses"][0], rel=1e-6)
+        assert len(r["diffs"]) > 30 and max(r["diffs"].values()) < 1e-5, r["diffs"]
+
+
 # ---- real 2-process training runs --------------------------------------------------------------
 
 
