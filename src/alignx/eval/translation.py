@@ -195,6 +195,11 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
     from transformers import StoppingCriteriaList
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # stop on the tokenizer's EOS and on every EOS the model's generation config knows (chat models
+    # end turns with their own token, e.g. <end_of_turn>)
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos_ids = sorted({tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None})
+    bos = tokenizer.bos_token
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     device = next(model.parameters()).device
@@ -204,14 +209,17 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
     try:
         for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
             idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            batch = [prompts[i] for i in idx]
+            # chat templates already start with BOS: do not add a second one
+            add_special = not (bos and all(p.startswith(bos) for p in batch))
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
             prompt_len = enc["input_ids"].shape[1]
             gen = model.generate(
                 **enc,
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos_ids or None,
                 stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len)]),
             )
             texts = tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
