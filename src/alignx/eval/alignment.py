@@ -7,6 +7,7 @@ are pure metrics on two aligned matrices ``a`` [N, H], ``b`` [N, H] where row i 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,8 @@ def encode_poolings(
     model.eval()
     device = _model_device(model)
     pad_id = _pad_id(tokenizer)
+    # Only hidden states are needed: ask for the logits of one position (skips most of the LM head).
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     enc = tokenizer(
         sentences, add_special_tokens=True, truncation=True, max_length=max_length, return_special_tokens_mask=True
     )
@@ -92,7 +95,9 @@ def encode_poolings(
                 sp = torch.tensor(special[i], dtype=torch.bool)
                 content[r, :n] = ~sp if bool((~sp).any()) else torch.ones(n, dtype=torch.bool)
             input_ids, attn, content = input_ids.to(device), attn.to(device), content.to(device)
-            hs = model(input_ids=input_ids, attention_mask=attn, output_hidden_states=True, use_cache=False).hidden_states
+            hs = model(
+                input_ids=input_ids, attention_mask=attn, output_hidden_states=True, use_cache=False, **extra
+            ).hidden_states
             keep = range(len(hs)) if layers is None else [_layer_index(k, len(hs)) for k in layers]
             stacked = torch.stack([hs[k] for k in keep]).float()  # [L', B, T, H]
             for p in poolings:
