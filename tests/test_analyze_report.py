@@ -164,6 +164,7 @@ def test_lang_matrix_without_multiway_overlap(tmp_path: Path):
     lm = data["lang_matrix"]
     assert lm["layer"] == 1 and lm["n"][1][2] == 0 and lm["mexa"][1][2] is None
     assert lm["mexa"][0][1] is not None and lm["mexa"][0][2] is not None
+    assert "de-fr" in lm["note"]
 
 
 def test_analyze_config_checks():

@@ -299,7 +299,11 @@ def language_matrix(
             c = cosine_matrix(a, b).diagonal().mean().item()
             mexa[i][j] = mexa[j][i] = m
             cos[i][j] = cos[j][i] = c
-    return {"langs": names, "mexa": mexa, "cos": cos, "n": n}
+    out: dict[str, Any] = {"langs": names, "mexa": mexa, "cos": cos, "n": n}
+    missing = [f"{names[i]}-{names[j]}" for i in range(k) for j in range(i + 1, k) if mexa[i][j] is None]
+    if missing:
+        out["note"] = f"null cells ({', '.join(missing)}): fewer than 2 pivot sentences translated into both languages"
+    return out
 
 
 def pca_points(
