@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pipeline": ("alignx.pipeline", "alignx.pipeline:PipelineConfig", "stage 1 then stage 2 from one YAML"),
     "eval": ("alignx.eval.run", "alignx.eval.run:EvalConfig", "benchmarks (lm-eval) and translation (spBLEU, chrF++, off-target)"),
     "analyze": ("alignx.eval.analyze", "alignx.eval.analyze:AnalyzeConfig", "per-layer alignment of parallel sentences (MEXA, cosine, retrieval) + plots"),
-    "report": ("alignx.report", "alignx.report:ReportConfig", "Markdown/HTML report comparing runs (reads result JSON only)"),
+    "report": ("alignx.report.report", "alignx.report.report:ReportConfig", "Markdown/HTML report comparing runs (reads result JSON only)"),
     "data": ("alignx.data.build", "alignx.data.build:DataBuildConfig", "build parallel/instruction/held-out data from installed packages"),
     "experiment": ("alignx.experiment", "alignx.experiment:ExperimentConfig", "run experiment arms (override files) and compare them"),
 }

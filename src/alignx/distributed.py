@@ -17,12 +17,35 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+class _GatherRows(torch.autograd.Function):
+    """all_gather of equal-size row blocks whose backward sums every rank's gradient for this rank's block.
+
+    That is the exact gradient of a loss summed over ranks: rank r's anchors also pull on rank s's
+    targets. (A plain all_gather with the local block spliced in would drop those cross-rank terms.)
+    all_reduce + slice is used instead of reduce_scatter so that gloo (CPU) works too.
+    """
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        rank, size = world()
+        parts = [torch.empty_like(block) for _ in range(size)]
+        dist.all_gather(parts, block.contiguous())
+        ctx.rank, ctx.rows = rank, block.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate ``local`` [N, H] from every rank (row counts may differ) -> ([M, H], index [N]).
 
-    Rows of other ranks are constants; this rank's rows keep their autograd graph, so each rank
-    back-propagates through its own rows (the usual all-gather-of-negatives recipe). The index gives
-    the rows of this rank's entries in the concatenation.
+    Differentiable: the backward pass delivers to each rank the gradient that *all* ranks' losses
+    put on its rows (see :class:`_GatherRows`), so with DDP's gradient averaging the update is the
+    exact gradient of the mean loss over ranks. The index gives this rank's rows in the result.
     """
     rank, size = world()
     n = local.shape[0]
@@ -31,11 +54,9 @@ def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     counts = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(size)]
     dist.all_gather(counts, torch.tensor([n], dtype=torch.long, device=local.device))
     sizes = [int(c.item()) for c in counts]
-    padded = local.new_zeros((max(sizes), *local.shape[1:]))
-    padded[:n] = local.detach()
-    parts = [torch.empty_like(padded) for _ in range(size)]
-    dist.all_gather(parts, padded.contiguous())
-    rows = [p[:s] for p, s in zip(parts, sizes, strict=True)]
-    rows[rank] = local
+    most = max(sizes)
+    padded = torch.cat([local, local.new_zeros((most - n, *local.shape[1:]))]) if most > n else local
+    stacked = _GatherRows.apply(padded)  # [size * most, H]
+    rows = torch.cat([stacked[r * most : r * most + sizes[r]] for r in range(size)], dim=0)
     offset = sum(sizes[:rank])
-    return torch.cat(rows, dim=0), torch.arange(offset, offset + n, device=local.device)
+    return rows, torch.arange(offset, offset + n, device=local.device)

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alignx.config import TrainConfig, save_config, to_dict
 from alignx.data.readers import ReadStats, read_instructions, read_parallel
 from alignx.data.render import (
@@ -118,6 +120,9 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     from transformers.trainer_utils import set_seed
 
     set_seed(cfg.optim.seed)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Without this, accelerate treats each CPU process as its own single-process run.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "alignx_train.yaml")

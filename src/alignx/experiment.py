@@ -1,0 +1,106 @@
+"""`alignx experiment`: run several arms (pipeline override files) on the same data and budget, evaluate, compare.
+
+An arm is a YAML of PipelineConfig overrides layered on the experiment's base pipeline files, e.g.
+``arms/alignx_no_ctr.yaml`` = ``{stage1: {loss: {lambda_ctr: 0}}}``. An arm with both stages off
+(``run_stage1: false, run_stage2: false``) evaluates the base model. Each arm writes
+``<output_dir>/<arm>/{stage1,stage2}/``, ``eval.json``, ``analysis.json`` and ``arm.json``; the
+report compares them all. Arms whose ``arm.json`` exists are skipped (``rerun=true`` forces them).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignx.config import ConfigError, load_config, opt, to_dict
+from alignx.pipeline import PipelineConfig
+from alignx.pipeline import main as run_pipeline
+from alignx.utils import environment, read_json, write_json
+
+log = logging.getLogger("alignx.experiment")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = opt("alignx-experiment", "experiment name (report title)")
+    output_dir: str = opt("runs/experiment", "one sub-directory per arm, plus the report")
+    pipeline: list[str] = opt([], "base PipelineConfig YAML files shared by every arm")
+    arms: list[str] = opt([], "arm override YAML files (PipelineConfig keys); the arm's name is the file stem")
+    only: list[str] = opt([], "run only these arm names (default: all)")
+    eval: list[str] = opt([], "EvalConfig YAML files (model and output_dir are filled in per arm); empty: no eval")
+    analyze: list[str] = opt([], "AnalyzeConfig YAML files (model and output_dir filled in per arm); empty: no analysis")
+    baseline: str = opt("base", "arm the report computes deltas against")
+    rerun: bool = opt(False, "re-run arms that already have arm.json")
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ConfigError("arms: give at least one arm YAML")
+        for path in [*self.arms, *self.pipeline, *self.eval, *self.analyze]:
+            if not Path(path).exists():
+                raise ConfigError(f"{path}: file not found")
+
+
+def final_model(pipe: PipelineConfig, root: Path) -> str:
+    """The model an arm ends with: stage 2's, else stage 1's, else the base model."""
+    if pipe.run_stage2:
+        return str(root / "stage2" / "final")
+    if pipe.run_stage1:
+        return str(root / "stage1" / "final")
+    return pipe.stage1.model.name_or_path
+
+
+def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
+    from alignx.eval import analyze as analyze_mod
+    from alignx.eval import run as eval_mod
+
+    name = Path(arm_file).stem
+    root = Path(cfg.output_dir) / name
+    pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], {"output_dir": str(root)})
+    start = time.time()
+    train = run_pipeline(pipe)
+    model_path = final_model(pipe, root)
+    base_model = copy.deepcopy(pipe.stage1.model)
+    model_over = {"model.name_or_path": model_path, "run_name": name, "output_dir": str(root)}
+    if not (pipe.run_stage1 or pipe.run_stage2) and base_model.gguf_file:
+        model_over["model.gguf_file"] = base_model.gguf_file
+    results: dict[str, Any] = {"arm": name, "model": model_path}
+    if cfg.eval:
+        results["eval"] = str(root / "eval.json")
+        eval_mod.main(load_config(eval_mod.EvalConfig, cfg.eval, model_over))
+    if cfg.analyze:
+        results["analysis"] = str(root / "analysis.json")
+        analyze_mod.main(load_config(analyze_mod.AnalyzeConfig, cfg.analyze, model_over))
+    summary = {
+        "kind": "arm",
+        **results,
+        "runtime_s": round(time.time() - start, 1),
+        "train": {k: {kk: v[kk] for kk in ("steps", "runtime_s", "final_losses", "first_losses", "data")} for k, v in train.items()},
+        "pipeline": to_dict(pipe),
+        "env": environment(),
+    }
+    write_json(root / "arm.json", summary)
+    return summary
+
+
+def main(cfg: ExperimentConfig) -> dict[str, Any]:
+    from alignx.report import report as report_mod
+
+    arms = [a for a in cfg.arms if not cfg.only or Path(a).stem in cfg.only]
+    done: dict[str, Any] = {}
+    for i, arm in enumerate(arms, 1):
+        name = Path(arm).stem
+        marker = Path(cfg.output_dir) / name / "arm.json"
+        if marker.exists() and not cfg.rerun:
+            log.info("[%d/%d] %s: already done (%s), skipping", i, len(arms), name, marker)
+            done[name] = read_json(marker)
+            continue
+        log.info("[%d/%d] arm %s", i, len(arms), name)
+        done[name] = run_arm(cfg, arm)
+    runs = [str(Path(cfg.output_dir) / Path(a).stem) for a in cfg.arms if (Path(cfg.output_dir) / Path(a).stem / "arm.json").exists()]
+    baseline = cfg.baseline if any(Path(r).name == cfg.baseline for r in runs) else ""
+    report_mod.main(load_config(report_mod.ReportConfig, [], {"runs": runs, "output_dir": cfg.output_dir, "title": cfg.name, "baseline": baseline}))
+    return done
