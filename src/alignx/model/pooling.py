@@ -20,12 +20,12 @@ def span_mask(starts: torch.Tensor, ends: torch.Tensor, seq_len: int, shift: int
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden`` [N, T, H] over the True positions of ``mask`` [N, T] -> [N, H].
 
-    Rows with an empty mask give zeros (callers drop such rows before using them).
+    Computed as a batched (1 x T) @ (T x H) product with weights 1/count, so no masked copy of
+    the states is made. Rows with an empty mask give zeros (callers drop such rows).
     """
-    m = mask.to(hidden.dtype).unsqueeze(-1)  # [N, T, 1]
-    total = (hidden * m).sum(dim=1)
-    count = m.sum(dim=1).clamp(min=1.0)
-    return total / count
+    w = mask.to(hidden.dtype)
+    w = w / w.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.bmm(w.unsqueeze(1), hidden).squeeze(1)
 
 
 def pool_spans(hidden: torch.Tensor, row: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0) -> torch.Tensor:
@@ -35,7 +35,8 @@ def pool_spans(hidden: torch.Tensor, row: torch.Tensor, starts: torch.Tensor, en
     offsets (end exclusive). Returns [N, H]. Several spans may share a row (packed sequences).
     """
     mask = span_mask(starts, ends, hidden.shape[1], shift)  # [N, T]
-    return masked_mean(hidden[row], mask)
+    same_rows = row.shape[0] == hidden.shape[0] and bool((row == torch.arange(row.shape[0], device=row.device)).all())
+    return masked_mean(hidden if same_rows else hidden[row], mask)
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
