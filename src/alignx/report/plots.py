@@ -72,7 +72,8 @@ def plot_layer_curves(result: dict[str, Any], pooling: str, path: Path) -> Path:
         if rec.get("band"):
             ax.axvspan(rec["band"][0], rec["band"][1], color="0.9", zorder=0, label="middle band")
         if "layer" in rec:
-            ax.axvline(rec["layer"], color="crimson", ls="--", lw=1, label=f"recommended L{rec['layer']}")
+            src = "" if rec.get("pooling", pooling) == pooling else f" ({rec['pooling']} pooling)"
+            ax.axvline(rec["layer"], color="crimson", ls="--", lw=1, label=f"recommended L{rec['layer']}{src}")
         ax.set_xlabel("layer (hidden_states index, 0 = embeddings)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
