@@ -34,8 +34,14 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def parse_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
-    """Split argv into (yaml files, key=value overrides, help?). ``--key value`` works like ``key=value``."""
+# Commands whose bare arguments fill one list setting (``alignx report runs/*``).
+POSITIONAL: dict[str, str] = {"report": "runs"}
+
+
+def parse_args(argv: list[str], positional: str | None = None) -> tuple[list[str], list[str], bool]:
+    """Split argv into (yaml files, key=value overrides, help?). ``--key value`` works like ``key=value``;
+    bare arguments go to the ``positional`` list setting when the command has one."""
+    bare: list[str] = []
     files: list[str] = []
     overrides: list[str] = []
     want_help = False
@@ -56,9 +62,13 @@ def parse_args(argv: list[str]) -> tuple[list[str], list[str], bool]:
         elif a.startswith("--") and i + 1 < len(argv):
             overrides.append(f"{a[2:].replace('-', '_')}={argv[i + 1]}")
             i += 1
+        elif positional is not None:
+            bare.append(a)
         else:
             raise SystemExit(f"alignx: cannot read argument {a!r}; use key=value or --config FILE")
         i += 1
+    if bare:
+        overrides.append(f"{positional}=[{','.join(bare)}]")
     return files, overrides, want_help
 
 
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignx.config import ConfigError, describe, load_config
 
     cfg_cls = _load(cfg_spec)
-    files, overrides, want_help = parse_args(rest)
+    files, overrides, want_help = parse_args(rest, POSITIONAL.get(name))
     if want_help:
         print(f"alignx {name}: {desc}\n\nsettings (key = default: help):")
         for key, default, help_text in describe(cfg_cls):

@@ -1,0 +1,64 @@
+"""CLI: dispatch table, config loading from YAML + overrides, errors as one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from alignx import cli
+from alignx.config import ConfigError, TrainConfig, load_config
+
+
+def test_every_command_resolves_to_a_main_and_a_config():
+    import importlib
+
+    for name, (module, cfg_spec, _) in cli.COMMANDS.items():
+        assert callable(importlib.import_module(module).main), name
+        import dataclasses
+
+        assert dataclasses.is_dataclass(cli._load(cfg_spec)), name
+
+
+def test_yaml_then_overrides(tmp_path):
+    y = tmp_path / "a.yaml"
+    y.write_text("stage: 1\nloss:\n  lambda_ctr: 0.5\ndata:\n  parallel: [a.jsonl]\n")
+    cfg = load_config(TrainConfig, [y], ["loss.tau=0.05", "data.parallel=b.jsonl,c.jsonl", "lora.enabled=true"])
+    assert cfg.loss.lambda_ctr == 0.5 and cfg.loss.tau == 0.05 and cfg.lora.enabled
+    assert cfg.data.parallel == ["b.jsonl", "c.jsonl"]
+    assert cfg.loss.lambda_lam == 0.4 and cfg.optim.lr == 2e-6  # reference defaults
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("loss.lamda_ctr=1", "unknown setting loss.lamda_ctr"),
+        ("loss.tau=0", "loss.tau must be > 0"),
+        ("optim.batch_size=eight", "optim.batch_size: expected int"),
+        ("stage=3", "stage must be 1 or 2"),
+        ("lora.enabled=maybe", "expected true/false"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, [], [override])
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    y = tmp_path / "bad.yaml"
+    y.write_text("stage: 1\nloss: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        load_config(TrainConfig, [y])
+
+
+def test_cli_help_and_errors(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    assert "loss.lambda_ctr = 0.3" in capsys.readouterr().out
+    assert cli.main(["nope"]) == 2
+    assert cli.main(["train", "loss.tau=-1"]) == 2
+    assert "loss.tau must be > 0" in capsys.readouterr().err
+
+
+def test_positional_runs_for_report():
+    files, overrides, _ = cli.parse_args(["runs/a", "runs/b", "title=x"], "runs")
+    assert overrides == ["title=x", "runs=[runs/a,runs/b]"]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["runs/a"], None)
