@@ -62,3 +62,12 @@ def test_positional_runs_for_report():
     assert overrides == ["title=x", "runs=[runs/a,runs/b]"]
     with pytest.raises(SystemExit):
         cli.parse_args(["runs/a"], None)
+
+
+def test_bad_data_file_is_one_line_error(tmp_path, capsys, tiny_llama_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "de"}\n{"src": 1}\n')
+    code = cli.main(["train", f"model.name_or_path={tiny_llama_dir}", f"data.parallel=[{bad}]", f"output_dir={tmp_path / 'o'}", "report_to=none"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{bad}:2: missing field(s) tgt, src_lang, tgt_lang" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # nothing half-written

@@ -29,6 +29,17 @@ commands:
 """
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from alignx.config import ConfigError
+    from alignx.data.importers import ImportFormatError
+    from alignx.data.readers import DataError
+    from alignx.data.sources import MissingSourceError
+    from alignx.languages import UnknownLanguageError
+    from alignx.model.offline import PackagedModelError
+
+    return (ConfigError, DataError, ImportFormatError, MissingSourceError, PackagedModelError, UnknownLanguageError, FileNotFoundError)
+
+
 def _load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -97,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"alignx {name}: {e}", file=sys.stderr)
         return 2
-    from alignx.data.readers import DataError
-
+    user_errors = _user_errors()
     try:
         importlib.import_module(module).main(cfg)
-    except (DataError, FileNotFoundError) as e:
+    except user_errors as e:  # bad input: one line, no traceback
         print(f"alignx {name}: {e}", file=sys.stderr)
         return 1
     return 0

@@ -123,12 +123,11 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Without this, accelerate treats each CPU process as its own single-process run.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    tokenizer = mload.load_tokenizer(cfg.model, padding_side="right")
+    dataset, counts = build_dataset(cfg, tokenizer)  # bad data fails here, before anything is written
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "alignx_train.yaml")
-
-    tokenizer = mload.load_tokenizer(cfg.model, padding_side="right")
-    dataset, counts = build_dataset(cfg, tokenizer)
     lm = mload.load_model(cfg.model)
     if getattr(lm.config, "pad_token_id", None) is None:
         lm.config.pad_token_id = tokenizer.pad_token_id
