@@ -87,6 +87,15 @@ def test_lora_trains_adapters_and_exports_merged_model(tmp_path, tiny_llama_dir,
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("proj" in k for k in changed)  # only LoRA-wrapped linear layers moved
     assert (Path(summary["final_model"]) / "lam_head.safetensors").exists()
+    # Offline merge of the adapter (the FSDP route) gives the same weights as the in-place merge.
+    from alignx.config import load_config as lc
+    from alignx.export import ExportConfig
+    from alignx.export import main as export_main
+
+    export_main(lc(ExportConfig, [], {"adapter_dir": str(adapter), "output_dir": str(tmp_path / "merged")}))
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").state_dict()
+    assert all(torch.allclose(after[k], again[k], atol=1e-6) for k in after)
+    assert (tmp_path / "merged" / "lam_head.safetensors").exists()
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, tiny_llama_dir, pairs_file):
