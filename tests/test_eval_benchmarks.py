@@ -16,7 +16,8 @@ from alignx.eval import benchmarks
 from alignx.eval.benchmarks import PLACEHOLDER, TASKS_DIR
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
-XCOPA_ROOT = Path("/work/shared/data")
+# The real XCOPA lives in the shared folder beside the checkout (CI lays a copy there too).
+XCOPA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCHES = ["belebele", "mgsm", "pawsx", "xcopa", "xnli", "xstorycloze", "xwinograd"]
 
 
