@@ -93,7 +93,7 @@ def _analyze(model: str, name: str, out: Path, cfg: DemoConfig, heldout: Path) -
         analyze.AnalyzeConfig,
         [],
         {"model.name_or_path": model, "parallel": [str(heldout)], "languages": cfg.analysis_languages, "max_sentences": cfg.analysis_sentences,
-         "pooling": ["mean"], "output_dir": str(out), "run_name": name, "seed": cfg.seed, "batch_size": 25},
+         "pooling": ["mean", "last"], "output_dir": str(out), "run_name": name, "seed": cfg.seed, "batch_size": 25},
     )
     return analyze.main(acfg)
 
@@ -187,12 +187,15 @@ def summarize(root: Path, timings: dict[str, float], total: float) -> dict[str, 
     layer = read_json(s1)["align_layer"] if s1.exists() else analyses["base"]["recommended_layer"] if "base" in analyses else None
     align = {}
     for name, a in analyses.items():
-        mean = a["pooling"]["mean"]
-        align[name] = {
-            "mexa": {lang: vals[layer] for lang, vals in mean["mexa"].items()},
-            "retrieval_top1": {lang: vals[layer] for lang, vals in mean["retrieval_top1"].items()},
-            "mexa_curve_mean": [sum(v[i] for v in mean["mexa"].values()) / len(mean["mexa"]) for i in range(len(next(iter(mean["mexa"].values()))))],
-        }
+        entry = {}
+        for pooling, res in a["pooling"].items():
+            curves = res["mexa"]
+            entry[pooling] = {
+                "mexa": {lang: vals[layer] for lang, vals in curves.items()},
+                "retrieval_top1": {lang: vals[layer] for lang, vals in res["retrieval_top1"].items()},
+                "mexa_curve_mean": [sum(v[i] for v in curves.values()) / len(curves) for i in range(len(next(iter(curves.values()))))],
+            }
+        align[name] = entry
     out["alignment"] = {"layer": layer, "runs": align}
     evals = {k: read_json(p / "eval.json") for k, p in runs.items() if (p / "eval.json").exists()}
     out["eval"] = {
@@ -219,6 +222,11 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
+def _best(curve: list[float]) -> str:
+    i = max(range(len(curve)), key=curve.__getitem__)
+    return f"L{i}: {curve[i]:.2f}"
+
+
 def print_summary(s: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -226,15 +234,18 @@ def print_summary(s: dict[str, Any]) -> None:
     console = Console()
     al = s["alignment"]
     runs = al["runs"]
-    if runs:
-        t = Table(title=f"Cross-lingual alignment vs English at layer {al['layer']} (MEXA; retrieval top-1 in brackets), held-out pairs")
+    for pooling, label in (("mean", "mean-pooled, as L_CTR trains"), ("last", "last token")):
+        if not runs or not all(pooling in r for r in runs.values()):
+            continue
+        t = Table(title=f"Alignment vs English at layer {al['layer']}, {label}: MEXA (retrieval top-1), held-out pairs")
         t.add_column("language")
         for name in runs:
             t.add_column(name, justify="right")
-        langs = list(next(iter(runs.values()))["mexa"])
+        langs = list(next(iter(runs.values()))[pooling]["mexa"])
         for lang in langs:
-            t.add_row(lang, *[f"{_fmt(r['mexa'].get(lang))} ({_fmt(r['retrieval_top1'].get(lang))})" for r in runs.values()])
-        t.add_row("mean", *[_fmt(sum(r["mexa"].values()) / max(len(r["mexa"]), 1)) for r in runs.values()])
+            t.add_row(lang, *[f"{_fmt(r[pooling]['mexa'].get(lang))} ({_fmt(r[pooling]['retrieval_top1'].get(lang))})" for r in runs.values()])
+        t.add_row("mean", *[_fmt(sum(r[pooling]["mexa"].values()) / max(len(r[pooling]["mexa"]), 1)) for r in runs.values()])
+        t.add_row("best layer", *[_best(r[pooling]["mexa_curve_mean"]) for r in runs.values()])
         console.print(t)
     if s["eval"]:
         t = Table(title="Held-out evaluation (multiple choice acc per language; few-shot translation chrF++ / off-target share)")
