@@ -76,7 +76,7 @@ def test_read_pivot_pairs_orients_and_reports_bad_rows(parallel_file: Path, tmp_
     assert pairs["fr"][0] == ("the red and the water", "rouge et eau")  # pivot first whatever the side
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(parallel_rows()[0]) + '\n{"src": "x", "tgt": "y", "src_lang": "en"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad.jsonl:2: missing field 'tgt_lang'"):
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2: missing field\(s\) tgt_lang"):
         read_pivot_pairs([str(bad)], "en")
 
 

@@ -10,7 +10,6 @@ alignment peaks in the middle of the network (the natural ``loss.align_layer``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 from collections import defaultdict
@@ -81,54 +80,35 @@ class AnalyzeConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _norm_lang(code: Any, where: str) -> str:
-    if not isinstance(code, str) or not code.strip():
-        raise ConfigError(f"{where}: missing language code")
-    try:
-        return languages.normalize(code)
-    except ValueError:
-        raise ConfigError(f"{where}: unknown language code {code!r}") from None
-
-
 def read_pivot_pairs(paths: list[str], pivot: str) -> PairsByLang:
-    """Pairs (pivot sentence, translation) per language from JSONL files, in file order.
+    """Pairs (pivot sentence, translation) per language from parallel files (.jsonl, .tsv, Moses), in file order.
 
     Rows whose languages do not include the pivot are ignored; either side may be the pivot.
     Duplicate pivot sentences keep their first translation (duplicates would tie in MEXA).
     """
+    from alignx.data.readers import DataError, read_parallel
+
     out: dict[str, dict[str, str]] = defaultdict(dict)
     seen_tr: dict[str, set[str]] = defaultdict(set)
     for path in paths:
         p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"{p}: parallel file not found")
-        with p.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{p}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{where}: invalid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise ConfigError(f"{where}: expected an object with src, tgt, src_lang, tgt_lang")
-                for k in ("src", "tgt", "src_lang", "tgt_lang"):
-                    if k not in row:
-                        raise ConfigError(f"{where}: missing field {k!r}")
-                sl, tl = _norm_lang(row["src_lang"], where), _norm_lang(row["tgt_lang"], where)
-                src, tgt = str(row["src"]).strip(), str(row["tgt"]).strip()
-                if not src or not tgt or sl == tl:
-                    continue
-                if sl == pivot:
-                    lang, piv, tr = tl, src, tgt
-                elif tl == pivot:
-                    lang, piv, tr = sl, tgt, src
-                else:
-                    continue
-                if piv not in out[lang] and tr not in seen_tr[lang]:
-                    out[lang][piv] = tr
-                    seen_tr[lang].add(tr)
+        try:
+            rows = read_parallel(p)  # one reader for every format; errors name file:line
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        for row in rows:
+            sl, tl, src, tgt = row.src_lang, row.tgt_lang, row.src, row.tgt
+            if sl == tl:
+                continue
+            if sl == pivot:
+                lang, piv, tr = tl, src, tgt
+            elif tl == pivot:
+                lang, piv, tr = sl, tgt, src
+            else:
+                continue
+            if piv not in out[lang] and tr not in seen_tr[lang]:
+                out[lang][piv] = tr
+                seen_tr[lang].add(tr)
     return {lang: list(d.items()) for lang, d in out.items()}
 
 

@@ -70,26 +70,10 @@ def parse_direction(text: str) -> tuple[str, str]:
 
 
 def read_parallel_jsonl(path: str | Path) -> list[Pair]:
-    """Rows ``{"src","tgt","src_lang","tgt_lang"}``; errors name file:line."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            missing = [k for k in ("src", "tgt", "src_lang", "tgt_lang") if not isinstance(row.get(k), str)]
-            if missing:
-                raise ValueError(f"{where}: missing or non-string field(s) {', '.join(missing)}")
-            try:
-                src_lang, tgt_lang = languages.normalize(row["src_lang"]), languages.normalize(row["tgt_lang"])
-            except languages.UnknownLanguageError as e:
-                raise ValueError(f"{where}: {e}") from None
-            pairs.append(Pair(row["src"].strip(), row["tgt"].strip(), src_lang, tgt_lang))
-    return pairs
+    """Parallel rows via :func:`alignx.data.readers.read_parallel` (.jsonl, .tsv or a Moses prefix); errors name file:line."""
+    from alignx.data.readers import read_parallel
+
+    return [Pair(p.src, p.tgt, p.src_lang, p.tgt_lang) for p in read_parallel(path)]
 
 
 def _flores_file(root: Path, lang: str, split: str) -> Path:
