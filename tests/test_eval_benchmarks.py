@@ -14,32 +14,12 @@ import yaml
 from alignx import languages
 from alignx.eval import benchmarks
 from alignx.eval.benchmarks import PLACEHOLDER, TASKS_DIR
+from conftest import tiny_lm
 
 FIX = Path(__file__).parent / "fixtures" / "benchmarks"
 # The real XCOPA lives in the shared folder beside the checkout (CI lays a copy there too).
 XCOPA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 BENCHES = ["belebele", "mgsm", "pawsx", "xcopa", "xnli", "xstorycloze", "xwinograd"]
-
-
-def tiny_lm(texts: list[str]):
-    """A 2-layer random Llama and a byte-level BPE tokenizer trained here on ``texts`` (offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
-    return LlamaForCausalLM(cfg).eval(), tokenizer
 
 
 # --- shipped YAMLs ------------------------------------------------------------------------------

@@ -6,35 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from alignx.config import ConfigError, ModelConfig, load_config
 from alignx.eval import translation
 from alignx.eval.run import EvalConfig, main
 from alignx.utils import read_json
+from conftest import tiny_lm
 
 FIX = Path(__file__).parent / "fixtures"
-
-
-def tiny_lm(texts: list[str]):
-    """A 2-layer random Llama and a byte-level BPE tokenizer trained here on ``texts`` (offline)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
-    return LlamaForCausalLM(cfg).eval(), tokenizer
 
 
 def _texts() -> list[str]:
