@@ -77,6 +77,17 @@ def _lang(code: Any, where: str) -> str:
         raise DataError(f"{where}: {e}") from None
 
 
+def _json_object(line: str, where: str) -> dict[str, Any]:
+    """One JSONL line as a dict, or a DataError naming ``where`` (file:line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    return row
+
+
 def _check_pair(src: Any, tgt: Any, where: str) -> tuple[str, str]:
     if not isinstance(src, str) or not isinstance(tgt, str):
         raise DataError(f"{where}: 'src' and 'tgt' must be strings")
@@ -129,12 +140,7 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
                 stats.read += 1
                 where = f"{path}:{i}"
                 try:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-                    if not isinstance(row, dict):
-                        raise DataError(f"{where}: expected a JSON object")
+                    row = _json_object(line, where)
                     missing = [k for k in ("src", "tgt", "src_lang", "tgt_lang") if k not in row]
                     if missing:
                         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
@@ -181,12 +187,7 @@ def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadSt
             stats.read += 1
             where = f"{path}:{i}"
             try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{where}: expected a JSON object")
+                row = _json_object(line, where)
                 lang = _lang(row["lang"], where) if row.get("lang") else None
                 if "messages" in row:
                     msgs = row["messages"]
