@@ -9,6 +9,7 @@ deterministic order. A missing package raises :class:`MissingSourceError` saying
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,25 @@ class SourceInfo:
     install: str  # shell command that installs the package(s), {lang} is the package language suffix
     default_root: str | None
     notes: str = ""
+
+
+def find_npm_root(package: str, root: str | Path | None, marker: str, install: str, setting: str) -> Path:
+    """Directory of an installed npm package: ``root`` if given, else ./node_modules or the global folders.
+
+    ``marker`` is a path inside the package that proves it is the right one; the error names the npm
+    command and the config ``setting`` that points at it.
+    """
+    search = (f"node_modules/{package}", f"/usr/lib/node_modules/{package}", f"/usr/local/lib/node_modules/{package}")
+    for c in [Path(root)] if root else [Path(p) for p in search]:
+        if (c / marker).exists():
+            return c
+    where = root or " or ".join(search)
+    raise MissingSourceError(f"npm package {package} not found at {where}: run `{install}` (then {setting}=<dir>/node_modules/{package})")
+
+
+def npm_version(package_dir: Path) -> str | None:
+    meta = package_dir / "package.json"
+    return json.loads(meta.read_text(encoding="utf-8")).get("version") if meta.exists() else None
 
 
 def debian_version(package: str, doc_dir: Path | None = None) -> str | None:

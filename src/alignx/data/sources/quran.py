@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from alignx import languages
-from alignx.data.sources import MissingSourceError, SourceInfo
+from alignx.data.sources import MissingSourceError, SourceInfo, find_npm_root, npm_version
 from alignx.data.sources.clean import normalize_text
 
 INFO = SourceInfo(
@@ -26,21 +26,14 @@ INFO = SourceInfo(
     default_root=None,
     notes="opt-in; not used for the shipped demo because of the translations' terms",
 )
-_SEARCH = ("node_modules/quran-json", "/usr/lib/node_modules/quran-json", "/usr/local/lib/node_modules/quran-json")
 
 
 def find_root(root: str | Path | None) -> Path:
-    candidates = [Path(root)] if root else [Path(p) for p in _SEARCH]
-    for c in candidates:
-        if (c / "dist" / "quran.json").is_file():
-            return c
-    where = root or " or ".join(_SEARCH)
-    raise MissingSourceError(f"npm package quran-json not found at {where}: run `npm install quran-json@3.1.2` (then quran_root=<dir>)")
+    return find_npm_root("quran-json", root, "dist/quran.json", INFO.install, "quran_root")
 
 
 def package_version(root: str | Path | None) -> str | None:
-    meta = find_root(root) / "package.json"
-    return json.loads(meta.read_text(encoding="utf-8")).get("version") if meta.exists() else None
+    return npm_version(find_root(root))
 
 
 def _verses(path: Path, field: str) -> dict[str, str]:

