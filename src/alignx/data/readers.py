@@ -49,6 +49,12 @@ class ReadStats:
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
 
+    def reject(self, err: DataError, on_bad_row: str) -> None:
+        """A bad row: re-raise it (``on_bad_row='error'``) or count its reason, the text after ``file:line: ``."""
+        if on_bad_row == "error":
+            raise err
+        self.skip(str(err).split(": ", 1)[-1][:60])
+
     def summary(self) -> str:
         if not self.skipped:
             return f"{self.read} rows"
@@ -107,11 +113,6 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
     stats = stats if stats is not None else ReadStats()
     pairs: list[Pair] = []
 
-    def bad(where: str, err: DataError) -> None:
-        if on_bad_row == "error":
-            raise err
-        stats.skip(str(err).split(": ", 2)[-1][:60])
-
     if not path.exists():
         moses = _moses_files(path)
         if moses is None:
@@ -128,7 +129,7 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
                 s, t = _check_pair(x, y, f"{fa}:{i}")
                 pairs.append(Pair(s, t, la, lb))
             except DataError as e:
-                bad(f"{fa}:{i}", e)
+                stats.reject(e, on_bad_row)
         return pairs
 
     suffix = path.suffix.lower()
@@ -147,7 +148,7 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
                     s, t = _check_pair(row["src"], row["tgt"], where)
                     pairs.append(Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where)))
                 except DataError as e:
-                    bad(where, e)
+                    stats.reject(e, on_bad_row)
         elif suffix == ".tsv":
             columns = ["src", "tgt", "src_lang", "tgt_lang"]
             for i, line in enumerate(fh, 1):
@@ -167,7 +168,7 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
                     s, t = _check_pair(row["src"], row["tgt"], where)
                     pairs.append(Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where)))
                 except DataError as e:
-                    bad(where, e)
+                    stats.reject(e, on_bad_row)
         else:
             raise DataError(f"{path}: unknown parallel format {suffix!r} (use .jsonl, .tsv or a Moses prefix)")
     return pairs
@@ -210,7 +211,5 @@ def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadSt
                 else:
                     raise DataError(f"{where}: expected Alpaca fields instruction/output or chat 'messages'")
             except DataError as e:
-                if on_bad_row == "error":
-                    raise
-                stats.skip(str(e).split(": ", 1)[-1][:60])
+                stats.reject(e, on_bad_row)
     return rows
