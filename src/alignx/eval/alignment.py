@@ -187,22 +187,28 @@ def pair_vs_random_cosine(a: Any, b: Any) -> tuple[float, float]:
     return pair, rand
 
 
+def _strict_diagonal_wins(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """For C = cos(a, b) (a, b: [N, H]): whether C[i, i] strictly beats every other entry of row i,
+    and of column i -> two bool [N] tensors. A single pair wins trivially."""
+    a, b = _as64(a), _as64(b)
+    _check_pairs(a, b)
+    c = cosine_matrix(a, b)
+    n = c.shape[0]
+    if n == 1:
+        ok = torch.ones(1, dtype=torch.bool)
+        return ok, ok
+    diag = c.diagonal()
+    off = c.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+    return diag > off.max(dim=1).values, diag > off.max(dim=0).values
+
+
 def mexa_score(a: Any, b: Any) -> float:
     """MEXA alignment score: share of pairs i whose cosine C[i, i] is the strict maximum of both row i
     and column i of the cosine matrix C = cos(a, b) (a, b: [N, H]). Ties do not count.
 
     1.0 for identical (distinct) embeddings; about 1/N for unrelated ones (chance).
     """
-    a, b = _as64(a), _as64(b)
-    _check_pairs(a, b)
-    c = cosine_matrix(a, b)
-    n = c.shape[0]
-    if n == 1:
-        return 1.0
-    diag = c.diagonal()
-    off = c.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
-    row_ok = diag > off.max(dim=1).values
-    col_ok = diag > off.max(dim=0).values
+    row_ok, col_ok = _strict_diagonal_wins(a, b)
     return (row_ok & col_ok).double().mean().item()
 
 
@@ -211,14 +217,8 @@ def retrieval_top1(a: Any, b: Any) -> float:
 
     Strict: a tie with another candidate counts as a miss. Use ``retrieval_top1(b, a)`` for y->x.
     """
-    a, b = _as64(a), _as64(b)
-    _check_pairs(a, b)
-    c = cosine_matrix(a, b)
-    n = c.shape[0]
-    if n == 1:
-        return 1.0
-    off = c.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
-    return (c.diagonal() > off.max(dim=1).values).double().mean().item()
+    row_ok, _ = _strict_diagonal_wins(a, b)
+    return row_ok.double().mean().item()
 
 
 def linear_cka(a: Any, b: Any) -> float:
