@@ -34,7 +34,7 @@ def test_span_mask_and_shift():
 
 def test_pool_spans_selects_rows_and_spans():
     h = torch.arange(2 * 5 * 1, dtype=torch.float).reshape(2, 5, 1)
-    out = pool_spans(h, torch.tensor([1, 0]), torch.tensor([0, 3]), torch.tensor([2, 5]))
+    out = pool_spans(h, torch.tensor([0, 3]), torch.tensor([2, 5]), row=torch.tensor([1, 0]))
     assert out[:, 0].tolist() == [5.5, 3.5]
 
 

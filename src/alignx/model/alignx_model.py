@@ -183,19 +183,17 @@ class AlignXModel(nn.Module):
         result = {"ntp_sum": ntp_sum, "ntp_count": ntp_count, "ctr": zero, "lam": zero}
         has_spans = x_start is not None and y_start is not None
         if has_spans and self.use_ctr:
-            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            hx = pool_spans(mid_states, rows, x_start, x_end)
-            hy = pool_spans(mid_states, rows, y_start, y_end)
+            hx = pool_spans(mid_states, x_start, x_end)
+            hy = pool_spans(mid_states, y_start, y_end)
             if self.loss_cfg.ctr_gather:
                 hy_all, pos = gather_with_grad(hy)
                 result["ctr"] = info_nce(hx, hy_all, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric, positive_index=pos)
             else:
                 result["ctr"] = info_nce(hx, hy, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric)
         if has_spans and self.use_lam:
-            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
             # Positions shifted by one: the states that predict the sentence's tokens (reference).
-            sx = pool_spans(last_states, rows, x_start, x_end, shift=1)
-            sy = pool_spans(last_states, rows, y_start, y_end, shift=1)
+            sx = pool_spans(last_states, x_start, x_end, shift=1)
+            sy = pool_spans(last_states, y_start, y_end, shift=1)
             states = torch.cat([sx, sy], dim=0)
             ids = torch.cat([src_lang, tgt_lang], dim=0)
             result["lam"] = language_matching_loss(states, ids, self.lam_head)

@@ -28,15 +28,17 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.bmm(w.unsqueeze(1), hidden).squeeze(1)
 
 
-def pool_spans(hidden: torch.Tensor, row: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0) -> torch.Tensor:
-    """Mean-pool spans of a batch of sequences.
+def pool_spans(
+    hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0, row: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean-pool one span per sequence, or several spans per sequence when ``row`` is given.
 
-    hidden: [B, T, H] states; row: [N] which sequence each span lives in; starts/ends: [N] token
-    offsets (end exclusive). Returns [N, H]. Several spans may share a row (packed sequences).
+    hidden: [B, T, H] states; starts/ends: [N] token offsets (end exclusive); row: [N] which
+    sequence each span lives in (packed sequences). Without ``row``, span n is in sequence n
+    (N == B) and no copy of the states is made. Returns [N, H].
     """
     mask = span_mask(starts, ends, hidden.shape[1], shift)  # [N, T]
-    same_rows = row.shape[0] == hidden.shape[0] and bool((row == torch.arange(row.shape[0], device=row.device)).all())
-    return masked_mean(hidden if same_rows else hidden[row], mask)
+    return masked_mean(hidden if row is None else hidden[row], mask)
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
