@@ -272,3 +272,36 @@ def test_demo_files_parse_and_are_disjoint():
     assert {r["lang"] for r in mc} == langs and all(0 <= r["label"] < len(r["choices"]) for r in mc)
     assert sum(f.stat().st_size for f in DEMO.iterdir()) < 1_600_000
     assert "python -m alignx.data.build" in (DEMO / "PROVENANCE.md").read_text(encoding="utf-8")
+
+
+def _mallard(lang: str, blocks: list[str]) -> str:
+    body = "".join(f"<p>{b}</p>" if i else f"<title>{b}</title>" for i, b in enumerate(blocks))
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<page xmlns="http://projectmallard.org/1.0/" id="x" xml:lang="{lang}">'
+        "<info><desc>ignored metadata</desc></info>"
+        f"{body}<code>ls -l</code></page>"
+    )
+
+
+def test_gnome_help_block_alignment(tmp_path):
+    from alignx.data.sources import gnome_help
+
+    for d, pages in {
+        "C": {"a.page": ["Open files", "Click the <gui>Files</gui> icon.", "Done."], "b.page": ["Two", "blocks"]},
+        "de": {"a.page": ["Dateien öffnen", "Klicken Sie auf <gui>Dateien</gui>.", "Done."], "b.page": ["Nur einer"]},
+    }.items():
+        (tmp_path / d / "gnome-help").mkdir(parents=True)
+        for name, blocks in pages.items():
+            text = _mallard(d, blocks).replace("&", "&amp;")
+            (tmp_path / d / "gnome-help" / name).write_text(text, encoding="utf-8")
+    assert gnome_help.page_blocks((tmp_path / "C" / "gnome-help" / "a.page").read_text()) == [
+        "Open files", "Click the Files icon.", "Done."
+    ]  # inline markup flattened; metadata and code skipped
+    pairs = list(gnome_help.iter_pairs(["de"], tmp_path, progress=False))
+    # b.page has a different block count: skipped; "Done." is untranslated: dropped
+    assert [(p["src"], p["tgt"]) for p in pairs] == [("Open files", "Dateien öffnen"), ("Click the Files icon.", "Klicken Sie auf Dateien.")]
+    assert pairs[0]["id"] == "a.page#0" and pairs[0]["source"] == "gnome_help" and pairs[0]["tgt_lang"] == "de"
+    with pytest.raises(MissingSourceError, match="gnome-user-docs"):
+        list(gnome_help.iter_pairs(["ja"], tmp_path, progress=False))
+    assert list(gnome_help.iter_pairs(["ja"], tmp_path, progress=False, skip_missing=True)) == []

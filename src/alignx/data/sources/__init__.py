@@ -71,9 +71,9 @@ def debian_version(package: str, doc_dir: Path | None = None) -> str | None:
 
 def _registry() -> dict[str, Any]:
     # Imported lazily so that `sources` itself has no import cycle with the modules.
-    from alignx.data.sources import libreoffice_help, quran, udhr
+    from alignx.data.sources import gnome_help, libreoffice_help, quran, udhr
 
-    return {m.INFO.name: m for m in (libreoffice_help, udhr, quran)}
+    return {m.INFO.name: m for m in (libreoffice_help, udhr, quran, gnome_help)}
 
 
 def get_source(name: str) -> Any:
