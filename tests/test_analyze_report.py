@@ -250,3 +250,35 @@ def test_report_alignment_layer_follows_baseline(tmp_path: Path):
     assert "| de | 0.400 (-0.300) | **0.700** |" in md
     with pytest.raises(ConfigError, match="baseline 'zzz'"):
         build_report(ReportConfig(runs=[str(tmp_path / "a")], output_dir=str(tmp_path / "o2"), baseline="zzz"))
+
+
+def test_analyze_centred_variant_and_per_pair_outcomes(parallel_file: Path, tmp_path: Path):
+    from alignx.eval.alignment import center_rows, mexa_score
+
+    cfg = load_config(AnalyzeConfig, overrides={
+        "parallel": [str(parallel_file)], "output_dir": str(tmp_path), "max_sentences": 10, "min_sentences": 5,
+        "batch_size": 4, "pooling": ["mean"], "centering": ["raw", "centred"], "plots": False,
+    })
+    pairs = prepare_pairs(cfg)
+    model, tok = tiny_model_and_tokenizer([s for r in parallel_rows() for s in (r["src"], r["tgt"])])
+    data = analyze_model(model, tok, pairs, cfg)
+    assert set(data["pooling"]) == {"mean", "mean_centred"}
+    for variant in ("mean", "mean_centred"):
+        res = data["pooling"][variant]
+        for lang in ("de", "fr"):
+            assert len(res["mexa_items"][lang]) == data["num_layers"] + 1
+            for layer, items in enumerate(res["mexa_items"][lang]):
+                assert len(items) == 10 and set(items) <= {"0", "1"}
+                assert res["mexa"][lang][layer] == pytest.approx(items.count("1") / 10)
+        assert len(res["pairs_digest"]["de"]) == 16
+    # centre_rows by hand: subtracting the column means leaves every column with mean 0
+    x = torch.tensor([[1.0, 10.0], [3.0, 14.0]])
+    assert center_rows(x).tolist() == [[-1.0, -2.0], [1.0, 2.0]]
+    # Centred MEXA ignores any offset shared by all sentences.
+    torch.manual_seed(0)
+    a, b = torch.randn(20, 8), torch.randn(20, 8)
+    offset = torch.full((1, 8), 30.0)
+    plain, shifted = center_rows(torch.cat([a, b])), center_rows(torch.cat([a + offset, b + offset]))
+    assert mexa_score(shifted[:20], shifted[20:]) == mexa_score(plain[:20], plain[20:])
+    with pytest.raises(ConfigError, match="centering"):
+        load_config(AnalyzeConfig, overrides={"centering": ["whitened"]})

@@ -202,14 +202,33 @@ def _strict_diagonal_wins(a: Any, b: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return diag > off.max(dim=1).values, diag > off.max(dim=0).values
 
 
+def mexa_wins(a: Any, b: Any) -> torch.Tensor:
+    """Per pair i: whether C[i, i] is the strict maximum of row i and of column i of C = cos(a, b) -> bool [N].
+
+    Its mean is :func:`mexa_score`; the per-pair outcomes let a paired bootstrap compare two models
+    on the same sentences.
+    """
+    row_ok, col_ok = _strict_diagonal_wins(a, b)
+    return row_ok & col_ok
+
+
+def center_rows(states: torch.Tensor) -> torch.Tensor:
+    """Subtract the mean row: states [..., N, H] -> same shape, centred over the N sentences.
+
+    The centred analysis variant: many LMs' states share a large common direction (e.g. SmolLM2's rogue
+    dimensions make the cosine of ANY two mean-pooled sentences ~0.99); removing the mean sentence state
+    of the analysed set lets the cosine see what distinguishes sentences.
+    """
+    return states - states.mean(dim=-2, keepdim=True)
+
+
 def mexa_score(a: Any, b: Any) -> float:
     """MEXA alignment score: share of pairs i whose cosine C[i, i] is the strict maximum of both row i
     and column i of the cosine matrix C = cos(a, b) (a, b: [N, H]). Ties do not count.
 
     1.0 for identical (distinct) embeddings; about 1/N for unrelated ones (chance).
     """
-    row_ok, col_ok = _strict_diagonal_wins(a, b)
-    return (row_ok & col_ok).double().mean().item()
+    return mexa_wins(a, b).double().mean().item()
 
 
 def retrieval_top1(a: Any, b: Any) -> float:

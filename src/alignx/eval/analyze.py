@@ -10,6 +10,7 @@ alignment peaks in the middle of the network (the natural ``loss.align_layer``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import random
 from collections import defaultdict
@@ -23,10 +24,12 @@ from alignx import languages
 from alignx.config import ConfigError, ModelConfig, opt, section
 from alignx.eval.alignment import (
     POOLINGS,
+    center_rows,
     cosine_matrix,
     encode_poolings,
     linear_cka,
     mexa_score,
+    mexa_wins,
     pair_vs_random_cosine,
     retrieval_top1,
 )
@@ -34,6 +37,12 @@ from alignx.utils import environment, write_json
 
 # pivot sentence -> its translation, per language
 PairsByLang = dict[str, list[tuple[str, str]]]
+CENTERINGS = ("raw", "centred")
+
+
+def variant_name(pooling: str, centering: str) -> str:
+    """Key of a pooling x centring variant in analysis.json's ``pooling`` section: mean, mean_centred, ..."""
+    return pooling if centering == "raw" else f"{pooling}_{centering}"
 
 
 @dataclass
@@ -45,6 +54,11 @@ class AnalyzeConfig:
     max_sentences: int = opt(200, "pairs per language (sentences shared by many languages are taken first)")
     min_sentences: int = opt(10, "skip a language with fewer pairs than this (MEXA of tiny sets is noise)")
     pooling: list[str] = opt(["mean", "last"], "sentence poolings: mean (non-special tokens) | last (last token); the first one drives the recommendation and plots")
+    centering: list[str] = opt(
+        ["raw"],
+        "raw: cosine of the states as they are (MEXA as published) | centred: subtract the mean sentence state of the "
+        "analysed set per layer first (reported as '<pooling>_centred'; for models with rogue dimensions, e.g. SmolLM2)",
+    )
     batch_size: int = opt(16, "sentences per forward pass")
     max_length: int = opt(128, "truncate sentences to this many tokens")
     heatmap_layer: int = opt(-1, "hidden_states index for the language x language matrix and PCA plot (-1: recommended layer)")
@@ -62,6 +76,8 @@ class AnalyzeConfig:
                 raise ConfigError(f"pooling must be among {', '.join(POOLINGS)}, got {p!r}")
         if not self.pooling:
             raise ConfigError("pooling: give at least one of mean, last")
+        if not self.centering or any(c not in CENTERINGS for c in self.centering):
+            raise ConfigError(f"centering must be a non-empty list of {', '.join(CENTERINGS)}, got {self.centering}")
         if self.max_sentences < 2 or self.min_sentences < 2:
             raise ConfigError("max_sentences and min_sentences must be >= 2 (MEXA needs candidates to rank)")
         if self.batch_size <= 0 or self.max_length <= 0:
@@ -149,6 +165,11 @@ def recommend_layer(mexa_mean: list[float], num_layers: int, band: tuple[float, 
     return {"layer": best, "value": mexa_mean[best], "band": [lo, hi], "global_layer": glob, "global_value": mexa_mean[glob]}
 
 
+def _digest(pairs: list[tuple[str, str]]) -> str:
+    """Short hash of the ordered pairs: two analyses can be compared item by item only when it matches."""
+    return hashlib.blake2b("\x1e".join(f"{a}\x1f{b}" for a, b in pairs).encode(), digest_size=8).hexdigest()
+
+
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -179,14 +200,15 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
     )  # {pooling: [L+1, S, H]}
     n_states = next(iter(states.values())).shape[0]
     num_layers = n_states - 1
+    variants = {variant_name(p, c): (center_rows(st) if c == "centred" else st) for p, st in states.items() for c in cfg.centering}
 
     def rows(lang: str, side: int) -> list[int]:
         return [index[pair[side]] for pair in pairs_by_lang[lang]]
 
     per_pooling: dict[str, Any] = {}
-    for pooling, st in states.items():
-        res: dict[str, dict[str, list[float]]] = {
-            k: {} for k in ("mexa", "cos_pair", "cos_random", "retrieval_top1", "retrieval_top1_from_pivot")
+    for pooling, st in variants.items():
+        res: dict[str, dict[str, list[Any]]] = {
+            k: {} for k in ("mexa", "mexa_items", "cos_pair", "cos_random", "retrieval_top1", "retrieval_top1_from_pivot")
         }
         if cfg.with_cka:
             res["cka"] = {}
@@ -197,7 +219,10 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
             for layer in range(n_states):
                 x, p = st[layer, x_idx], st[layer, p_idx]
                 cp, cr = pair_vs_random_cosine(x, p)
-                res["mexa"][lang].append(mexa_score(x, p))
+                wins = mexa_wins(x, p)
+                res["mexa"][lang].append(wins.double().mean().item())
+                # Per-pair outcomes ("1" = strict top-1 both ways), pair order as in ``pairs``: for paired bootstraps.
+                res["mexa_items"][lang].append("".join("1" if w else "0" for w in wins.tolist()))
                 res["cos_pair"][lang].append(cp)
                 res["cos_random"][lang].append(cr)
                 res["retrieval_top1"][lang].append(retrieval_top1(x, p))
@@ -208,16 +233,17 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
             **res,
             "mexa_mean": [_mean([res["mexa"][lang][k] for lang in langs]) for k in range(n_states)],
             "n": {lang: len(pairs_by_lang[lang]) for lang in langs},
+            "pairs_digest": {lang: _digest(pairs_by_lang[lang]) for lang in langs},
         }
 
-    primary = cfg.pooling[0]
+    primary = variant_name(cfg.pooling[0], cfg.centering[0])
     rec = recommend_layer(per_pooling[primary]["mexa_mean"], num_layers, cfg.middle_band)
     layer = rec["layer"] if cfg.heatmap_layer < 0 else cfg.heatmap_layer
     if not 0 <= layer < n_states:
         raise ConfigError(f"heatmap_layer {cfg.heatmap_layer} out of range 0..{num_layers}")
-    lang_matrix = language_matrix(states[primary][layer], pairs_by_lang, langs, cfg.pivot, index)
+    lang_matrix = language_matrix(variants[primary][layer], pairs_by_lang, langs, cfg.pivot, index)
     lang_matrix.update(layer=layer, pooling=primary)
-    pca = pca_points(states[primary][layer], pairs_by_lang, langs, cfg.pivot, index)
+    pca = pca_points(variants[primary][layer], pairs_by_lang, langs, cfg.pivot, index)
     pca.update(layer=layer, pooling=primary)
 
     result: dict[str, Any] = {
