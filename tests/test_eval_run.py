@@ -64,6 +64,8 @@ def test_main_writes_eval_json(tmp_path):
         max_new_tokens=6,
         batch_size=4,
         output_dir=str(tmp_path / "out"),
+        perplexity_files=[str(FIX / "translation" / "test.jsonl")],
+        perplexity_langs=["en", "deu"],
     )
     returned = main(cfg)
     result = read_json(tmp_path / "out" / "eval.json")
@@ -85,4 +87,27 @@ def test_main_writes_eval_json(tmp_path):
         refs = [json.loads(r)["ref"] for r in rows]
         # the stored score is the corpus score of the stored outputs
         assert entry["chrf++"] == pytest.approx(translation.corpus_scores(hyps, refs, entry["tokenizer"])["chrf++"])
+        # per-sentence items (for paired bootstraps) rebuild the stored corpus numbers
+        items = entry["items"]
+        assert len(items["chrf_stats"]) == 2 and len(items["off_target"]) == 2
+        assert translation.chrf_from_stats([sum(c) for c in zip(*items["chrf_stats"], strict=True)]) == pytest.approx(entry["chrf++"], abs=1e-3)
+        assert sum(items["off_target"]) / 2 == pytest.approx(entry["off_target"])
+    # perplexity: every sentence scored alone; the summed NLL equals HF's mean loss x predicted tokens
+    import torch
+
+    ppl = result["perplexity"]
+    assert set(ppl) == {"en", "de"}
+    en_texts = []
+    for line in (FIX / "translation" / "test.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        for text, lang in ((row["src"], row["src_lang"]), (row["tgt"], row["tgt_lang"])):
+            if lang in ("en", "eng_Latn") and text not in en_texts:
+                en_texts.append(text)
+    assert ppl["en"]["n"] == len(en_texts)
+    reloaded = type(model).from_pretrained(model_dir).eval()
+    for text, nll, count in zip(en_texts, ppl["en"]["items"]["nll"], ppl["en"]["items"]["tokens"], strict=True):
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            mean = reloaded(input_ids=ids, labels=ids).loss.item()
+        assert count == ids.shape[1] - 1 and nll == pytest.approx(mean * count, rel=1e-4)
     assert result["translation"]["en-zh"]["tokenizer"] in ("zh", "flores101")

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("alignx.eval.run", "alignx.eval.run:EvalConfig", "benchmarks (lm-eval) and translation (spBLEU, chrF++, off-target)"),
     "analyze": ("alignx.eval.analyze", "alignx.eval.analyze:AnalyzeConfig", "per-layer alignment of parallel sentences (MEXA, cosine, retrieval) + plots"),
     "report": ("alignx.report.report", "alignx.report.report:ReportConfig", "Markdown/HTML report comparing runs (reads result JSON only)"),
+    "compare": ("alignx.report.compare", "alignx.report.compare:CompareConfig", "arm differences with paired-bootstrap 95% CIs and seed spread (reads result JSON only)"),
     "data": ("alignx.data.build", "alignx.data.build:DataBuildConfig", "build parallel/instruction/held-out data from installed packages"),
     "export": ("alignx.export", "alignx.export:ExportConfig", "merge a LoRA adapter into its base model (plain HF dir)"),
     "experiment": ("alignx.experiment", "alignx.experiment:ExperimentConfig", "run experiment arms (override files) and compare them"),

@@ -131,8 +131,11 @@ class LanguageIdentifier:
         detected = self.detect(text)
         return detected is not None and _base(detected) == _base(languages.normalize(lang))
 
+    def off_target_flags(self, texts: list[str], lang: str) -> list[bool]:
+        """Per text: True when it is not identified as ``lang`` (empty outputs count as off target)."""
+        return [not self.is_language(t, lang) for t in texts]
+
     def off_target_rate(self, texts: list[str], lang: str) -> float:
         """Share of ``texts`` not identified as ``lang`` (empty outputs count as off target)."""
-        if not texts:
-            return 0.0
-        return sum(not self.is_language(t, lang) for t in texts) / len(texts)
+        flags = self.off_target_flags(texts, lang)
+        return sum(flags) / len(flags) if flags else 0.0

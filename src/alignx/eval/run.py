@@ -5,7 +5,9 @@ eval.json schema (read by ``alignx report``)::
     {"kind": "eval", "run_name", "model", "config": {...}, "env": {...},
      "benchmarks": {benchmark: {lang: {"acc", "acc_stderr", "n", ["acc_norm", "acc_norm_stderr"]}}},
      "translation": {"<src>-<tgt>": {"spbleu", "chrf++", "off_target", "n", "comet", "tokenizer",
-                                     "shots", "langid", "samples": [{src, ref, hyp} x 5]}}}
+                                     "shots", "langid", "samples": [{src, ref, hyp} x 5],
+                                     "items": {"chrf_stats": [[24 ints] per sentence], "off_target": [0/1 ...]}}},
+     "perplexity": {lang: {"ppl", "n", "tokens", "items": {"nll": [...], "tokens": [...]}}}}
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import torch
 
+from alignx import languages
 from alignx.config import ConfigError, ModelConfig, opt, section, to_dict
+from alignx.eval.perplexity import run_perplexity
 from alignx.eval.translation import BLEU_TOKENIZERS, load_translation_sets, parse_direction, run_translation
 from alignx.utils import environment, write_json
 
@@ -43,6 +47,9 @@ class EvalConfig:
     bleu_tokenize: str = opt("auto", "sacrebleu tokenizer: auto (flores101 when its SentencePiece model is available offline, else 13a/zh/char per target) | flores101 | flores200 | 13a | intl | char | zh | none")
     comet_model: str | None = opt(None, "local COMET checkpoint (.ckpt) for unbabel-comet; None: COMET is null")
     langid: str = opt("auto", "off-target language id: auto (py3langid if installed, else script) | py3langid | script")
+    perplexity_files: list[str] = opt([], "parallel files whose sentences are scored for perplexity (e.g. out-of-domain English: the regression check)")
+    perplexity_langs: list[str] = opt(["en"], "languages of perplexity_files to score")
+    perplexity_max_sentences: int = opt(250, "at most this many distinct sentences per perplexity language")
     limit: int | None = opt(None, "at most this many examples per benchmark language / translation direction")
     batch_size: int = opt(8, "batch size for scoring and generation")
     max_new_tokens: int = opt(256, "translation: generation budget per sentence")
@@ -70,7 +77,13 @@ class EvalConfig:
                 raise ConfigError(str(e)) from None
         if self.flores_dir and not self.directions:
             raise ConfigError("flores_dir needs directions (e.g. directions=en-de,de-en)")
-        for path in [*self.translation_files, *self.translation_dev_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir])]:
+        if self.perplexity_max_sentences <= 0:
+            raise ConfigError(f"perplexity_max_sentences must be positive, got {self.perplexity_max_sentences}")
+        try:
+            self.perplexity_langs = [languages.normalize(c) for c in self.perplexity_langs]
+        except ValueError as e:
+            raise ConfigError(f"perplexity_langs: {e}") from None
+        for path in [*self.translation_files, *self.translation_dev_files, *self.perplexity_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir])]:
             if not Path(path).exists():
                 raise ConfigError(f"{path}: not found")
 
@@ -83,8 +96,8 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
     """Run benchmarks and translation on an in-memory model; returns the eval.json object (unwritten)."""
     from alignx.eval.benchmarks import run_benchmarks
 
-    if not cfg.tasks and not cfg.has_translation:
-        raise ConfigError("nothing to evaluate: give tasks=... and/or translation_files=... / flores_dir=...")
+    if not cfg.tasks and not cfg.has_translation and not cfg.perplexity_files:
+        raise ConfigError("nothing to evaluate: give tasks=..., translation_files=... / flores_dir=... and/or perplexity_files=...")
     model.eval()
     t0 = time.time()
     benchmarks = run_benchmarks(
@@ -102,6 +115,12 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
             max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
             comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir,
         )  # fmt: skip
+    t2 = time.time()
+    perplexity = (
+        run_perplexity(model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size)
+        if cfg.perplexity_files
+        else {}
+    )
     name = cfg.model.name_or_path
     return {
         "kind": "eval",
@@ -109,9 +128,10 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
         "model": name,
         "config": to_dict(cfg),
         "env": environment(),
-        "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(time.time() - t1, 1)},
+        "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(t2 - t1, 1), "perplexity": round(time.time() - t2, 1)},
         "benchmarks": benchmarks,
         "translation": translation,
+        "perplexity": perplexity,
     }
 
 

@@ -265,6 +265,21 @@ def corpus_scores(hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> di
     return {"spbleu": round(bleu.score, 4), "chrf++": round(chrf.score, 4)}
 
 
+def chrf_sentence_stats(hyps: Sequence[str], refs: Sequence[str]) -> list[list[int]]:
+    """Per-sentence chrF++ sufficient statistics [N, 24] (sacrebleu's own): summing rows and scoring the
+    sum with :func:`chrf_from_stats` gives the corpus chrF++, so a paired bootstrap can resample sentences."""
+    from sacrebleu.metrics import CHRF
+
+    return [[int(v) for v in row] for row in CHRF(word_order=2)._extract_corpus_statistics(list(hyps), [list(refs)])]
+
+
+def chrf_from_stats(summed: Sequence[float]) -> float:
+    """Corpus chrF++ (0-100) from summed :func:`chrf_sentence_stats` rows."""
+    from sacrebleu.metrics import CHRF
+
+    return float(CHRF(word_order=2)._compute_score_from_stats([int(v) for v in summed]).score)
+
+
 def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], model_path: str | None, batch_size: int = 8) -> tuple[float | None, str | None]:
     """(system COMET score, None) or (None, why it was skipped)."""
     if not model_path:
@@ -317,15 +332,18 @@ def evaluate_direction(
     if why:
         log.info("%s-%s: %s", src_lang, tgt_lang, why)
     rows = [{"src": p.src, "ref": p.tgt, "hyp": h} for p, h in zip(test, hyps, strict=True)]
+    off = identifier.off_target_flags(hyps, tgt_lang)
     entry = {
         **corpus_scores(hyps, refs, tokenizer_name),
-        "off_target": round(identifier.off_target_rate(hyps, tgt_lang), 4),
+        "off_target": round(sum(off) / len(off), 4),
         "n": len(test),
         "comet": comet,
         "tokenizer": tokenizer_name,
         "shots": shots,
         "langid": identifier.method_for(tgt_lang),
         "samples": rows[:N_SAMPLES],
+        # Per-sentence data for paired bootstraps between runs (alignx.eval.stats), in test order.
+        "items": {"chrf_stats": chrf_sentence_stats(hyps, refs), "off_target": [int(o) for o in off]},
     }
     if why:
         entry["comet_note"] = why

@@ -178,3 +178,24 @@ def plot_grouped_bars(values: dict[str, dict[str, float | None]], ylabel: str, t
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_differences(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Forest plot of ``alignx compare`` rows: one panel per metric, one line per comparison a − b with its
+    95% interval; a dashed line at 0 (an interval that crosses it is not a claim)."""
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    fig = _figure(7.5, max(2.0, 1.0 + 0.9 * sum(1 + sum(r["metric"] == m for r in rows) * 0.35 for m in metrics)))
+    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0] if metrics else []
+    for ax, metric in zip(axes, metrics, strict=True):
+        sel = [r for r in rows if r["metric"] == metric]
+        ys = list(range(len(sel)))[::-1]
+        for y, r in zip(ys, sel, strict=True):
+            excl = r["lo"] > 0 or r["hi"] < 0
+            ax.errorbar(r["delta"], y, xerr=[[r["delta"] - r["lo"]], [r["hi"] - r["delta"]]], fmt="o", capsize=3,
+                        color="tab:blue" if excl else "tab:grey")  # fmt: skip
+        ax.axvline(0, color="k", lw=0.8, ls="--")
+        ax.set_yticks(ys, [f"{r['a']} − {r['b']}" for r in sel], fontsize=7)
+        ax.set_title(f"{metric} ({sel[0]['unit']}), n = {sel[0]['n']}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,227 @@
+"""``alignx compare``: differences between experiment arms with paired-bootstrap 95% CIs and seed spread.
+
+Reads result JSON only (``analysis.json`` files with per-pair MEXA outcomes, ``eval.json`` with per-
+sentence chrF++ statistics, off-target flags and perplexity). Arms trained with different seeds form a
+group; a group's per-item values are pooled over its seeds (MEXA outcomes and off-target flags averaged,
+chrF++ statistics and NLL summed), so the interval covers the sentence sample of the seed-averaged
+models, and the spread over seeds is reported beside it. Writes ``comparison.json``, ``comparison.md``
+and ``differences.png`` (one panel per metric, every difference with its interval).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignx.config import ConfigError, opt
+from alignx.eval.perplexity import perplexity_from_stats
+from alignx.eval.stats import N_BOOT, paired_corpus_diff, paired_mean_diff, seed_spread
+from alignx.eval.translation import chrf_from_stats
+from alignx.utils import write_json
+
+
+@dataclass
+class CompareConfig:
+    runs_dir: str = opt("runs/experiment", "directory with one sub-directory per arm (as written by alignx experiment)")
+    groups: dict[str, list[str]] = opt({}, "group name -> arm names trained with different seeds; an arm in no group is its own group")
+    pairs: list[str] = opt([], "comparisons 'a:b' (group or arm names): each metric is reported as a - b")
+    layer: int = opt(-1, "hidden_states index whose MEXA is compared (-1: the recommended layer of b's first arm)")
+    pooling: str = opt("mean", "analysis variant: mean | last | mean_centred | last_centred")
+    analyses: dict[str, str] = opt(
+        {"in-domain": "analysis.json", "out-of-domain": "analysis_ood/analysis.json"},
+        "label -> analysis.json path relative to an arm's directory",
+    )
+    perplexity_lang: str = opt("en", "language whose perplexity is compared (relative difference)")
+    n_boot: int = opt(N_BOOT, "bootstrap resamples")
+    seed: int = opt(0, "bootstrap seed")
+    output_dir: str = opt("", "where comparison.json/.md and differences.png go (empty: runs_dir)")
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise ConfigError("pairs: give at least one comparison 'a:b'")
+        for p in self.pairs:
+            if p.count(":") != 1 or not all(p.split(":")):
+                raise ConfigError(f"pairs: {p!r} is not 'a:b'")
+        if self.n_boot < 100:
+            raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+class Arm:
+    """The per-item results of one arm directory."""
+
+    def __init__(self, root: Path, cfg: CompareConfig) -> None:
+        self.name = root.name
+        self.analyses = {label: _read(root / rel) for label, rel in cfg.analyses.items()}
+        self.eval = _read(root / "eval.json") or {}
+
+    def mexa_items(self, label: str, pooling: str, layer: int) -> dict[str, tuple[str, list[float]]] | None:
+        """{lang: (pairs digest, per-pair 0/1)} at ``layer``, or None when the analysis lacks per-pair data."""
+        a = self.analyses.get(label)
+        res = (a or {}).get("pooling", {}).get(pooling)
+        if not res or "mexa_items" not in res:
+            return None
+        return {lang: (res["pairs_digest"][lang], [float(c) for c in v[layer]]) for lang, v in res["mexa_items"].items()}
+
+    def recommended_layer(self) -> int | None:
+        for a in self.analyses.values():
+            if a and isinstance(a.get("recommended_layer"), int):
+                return a["recommended_layer"]
+        return None
+
+
+def _mexa_metric(
+    a_arms: list[Arm], b_arms: list[Arm], label: str, pooling: str, layer: int
+) -> tuple[list[str], list[list[float]], list[list[float]], list[float], list[float]] | None:
+    """Languages both sides have; seed-pooled per-pair outcomes of A and of B (strata = languages); each
+    seed's mean MEXA for A and for B. None when an arm lacks per-pair data."""
+    per_arm = [a.mexa_items(label, pooling, layer) for a in [*a_arms, *b_arms]]
+    if any(p is None for p in per_arm):
+        return None
+    langs = sorted(set.intersection(*(set(p) for p in per_arm)))  # type: ignore[arg-type]
+    for lang in langs:
+        if len({p[lang][0] for p in per_arm}) != 1:  # type: ignore[index]
+            names = ", ".join(a.name for a in [*a_arms, *b_arms])
+            raise ConfigError(f"{label} analysis of {lang}: arms {names} used different sentences; analyse them on the same file and settings")
+    pa, pb = per_arm[: len(a_arms)], per_arm[len(a_arms) :]
+
+    def pooled(ps: list[Any]) -> list[list[float]]:
+        return [list(np.mean([p[lang][1] for p in ps], axis=0)) for lang in langs]
+
+    def per_seed(ps: list[Any]) -> list[float]:
+        return [float(np.mean([np.mean(p[lang][1]) for lang in langs])) for p in ps]
+
+    return langs, pooled(pa), pooled(pb), per_seed(pa), per_seed(pb)
+
+
+def _directions(arms: list[Arm]) -> list[str]:
+    sets = [set(a.eval.get("translation") or {}) for a in arms]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[list[Any], list[float]] | None:
+    """key 'chrf_stats' -> seed-summed [N, 24] per direction; 'off_target' -> seed-averaged flags per direction."""
+    if not dirs:
+        return None
+    strata = []
+    for d in dirs:
+        items = [np.asarray(a.eval["translation"][d]["items"][key], dtype=np.float64) for a in arms]
+        strata.append(np.sum(items, axis=0) if key == "chrf_stats" else np.mean(items, axis=0))
+    if key == "chrf_stats":
+        per_seed = [float(np.mean([chrf_from_stats(np.asarray(a.eval["translation"][d]["items"][key]).sum(0)) for d in dirs])) for a in arms]
+    else:
+        per_seed = [float(np.mean([np.mean(a.eval["translation"][d]["items"][key]) for d in dirs])) for a in arms]
+    return strata, per_seed
+
+
+def _ppl_metric(arms: list[Arm], lang: str) -> tuple[np.ndarray, list[float]] | None:
+    entries = [(a.eval.get("perplexity") or {}).get(lang) for a in arms]
+    if any(e is None for e in entries):
+        return None
+    stats = np.sum([np.stack([e["items"]["nll"], e["items"]["tokens"]], axis=1) for e in entries], axis=0)  # type: ignore[index]
+    return stats, [float(e["ppl"]) for e in entries]  # type: ignore[index]
+
+
+def compare(cfg: CompareConfig) -> dict[str, Any]:
+    root = Path(cfg.runs_dir)
+    members: dict[str, list[str]] = {k: list(v) for k, v in cfg.groups.items()}
+    names = {n for p in cfg.pairs for n in p.split(":")}
+    for n in names:
+        members.setdefault(n, [n])
+    arms: dict[str, Arm] = {}
+    for group in names:
+        for arm in members[group]:
+            if not (root / arm).is_dir():
+                raise ConfigError(f"{root / arm}: no such arm directory (group {group})")
+            arms.setdefault(arm, Arm(root / arm, cfg))
+    rows: list[dict[str, Any]] = []
+    spreads: dict[str, dict[str, Any]] = {}
+    for pair in cfg.pairs:
+        ga, gb = pair.split(":")
+        A, B = [arms[n] for n in members[ga]], [arms[n] for n in members[gb]]
+        layer = cfg.layer if cfg.layer >= 0 else B[0].recommended_layer()
+        if layer is None:
+            raise ConfigError(f"layer: {gb} has no analysis to take the recommended layer from; set layer=N")
+
+        def add(metric: str, unit: str, diff: dict[str, Any], seeds_a: list[float], seeds_b: list[float], extra: dict[str, Any], a: str = ga, b: str = gb) -> None:
+            spreads.setdefault(a, {})[metric] = seed_spread(seeds_a)
+            spreads.setdefault(b, {})[metric] = seed_spread(seeds_b)
+            rows.append({"a": a, "b": b, "metric": metric, "unit": unit, **diff, "a_seeds": seeds_a, "b_seeds": seeds_b, **extra})
+
+        for label in cfg.analyses:
+            m = _mexa_metric(A, B, label, cfg.pooling, layer)
+            if m is None:
+                continue
+            langs, sa, sb, seeds_a, seeds_b = m
+            diff = paired_mean_diff(sa, sb, cfg.n_boot, seed=cfg.seed)
+            add(f"MEXA L{layer} {cfg.pooling} ({label})", "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b], {"languages": langs})
+        dirs = [d for d in _directions(A) if d in _directions(B)]
+        for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
+            ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
+            if ca and cb:
+                add(f"chrF++ {side}", "points", paired_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
+            oa, ob = _translation_metric(A, sel, "off_target"), _translation_metric(B, sel, "off_target")
+            if oa and ob:
+                add(f"off-target {side}", "points", _scale(paired_mean_diff(oa[0], ob[0], cfg.n_boot, seed=cfg.seed), 100), [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
+        pa, pb = _ppl_metric(A, cfg.perplexity_lang), _ppl_metric(B, cfg.perplexity_lang)
+        if pa is not None and pb is not None:
+            diff = paired_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
+            add(f"perplexity {cfg.perplexity_lang} (relative)", "%", _scale(diff, 100), pa[1], pb[1], {})
+    result = {
+        "kind": "comparison",
+        "runs_dir": str(root),
+        "groups": {g: members[g] for g in sorted(names)},
+        "pooling": cfg.pooling,
+        "interval": "paired bootstrap over items (sentences / pairs), percentile, 95%",
+        "differences": rows,
+        "seed_spread": spreads,
+    }
+    out = Path(cfg.output_dir or root)
+    write_json(out / "comparison.json", result)
+    (out / "comparison.md").write_text(markdown(result), encoding="utf-8")
+    from alignx.report.plots import plot_differences
+
+    plot_differences(rows, out / "differences.png")
+    return result
+
+
+def _scale(diff: dict[str, Any], k: float) -> dict[str, Any]:
+    return {**diff, "delta": diff["delta"] * k, "lo": diff["lo"] * k, "hi": diff["hi"] * k}
+
+
+def _spread_text(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    sd = float(np.std(values, ddof=1))
+    return f"{np.mean(values):.1f} ± {sd:.1f} ({len(values)} seeds)"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| comparison | metric | a | b | a − b [95% CI] | n items | CI excludes 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["differences"]:
+        sig = "yes" if r["lo"] > 0 or r["hi"] < 0 else "no"
+        unit = " %" if r["unit"] == "%" else ""
+        delta = f"{r['delta']:+.1f}{unit} [{r['lo']:+.1f}, {r['hi']:+.1f}]"
+        if math.isnan(r["delta"]):
+            delta = "n/a"
+        lines.append(f"| {r['a']} vs {r['b']} | {r['metric']} | {_spread_text(r['a_seeds'])} | {_spread_text(r['b_seeds'])} | {delta} | {r['n']} | {sig} |")
+    return "\n".join(lines) + "\n\nSeed spread: mean ± sample sd over the arms of a group. Intervals: " + result["interval"] + ".\n"
+
+
+def main(cfg: CompareConfig) -> dict[str, Any]:
+    result = compare(cfg)
+    out = Path(cfg.output_dir or cfg.runs_dir)
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"compare: wrote {out / 'comparison.json'}, comparison.md, differences.png")
+    return result
