@@ -33,13 +33,16 @@ class ExperimentConfig:
     only: list[str] = opt([], "run only these arm names (default: all)")
     eval: list[str] = opt([], "EvalConfig YAML files (model and output_dir are filled in per arm); empty: no eval")
     analyze: list[str] = opt([], "AnalyzeConfig YAML files (model and output_dir filled in per arm); empty: no analysis")
+    extra_analyses: dict[str, list[str]] = opt({}, "name -> AnalyzeConfig YAML files of further analyses (e.g. an out-of-domain set), written to <arm>/analysis_<name>/")
+    compare: list[str] = opt([], "CompareConfig YAML files: after the arms, differences with paired-bootstrap CIs (runs_dir filled in)")
     baseline: str = opt("base", "arm the report computes deltas against")
     rerun: bool = opt(False, "re-run arms that already have arm.json")
 
     def __post_init__(self) -> None:
         if not self.arms:
             raise ConfigError("arms: give at least one arm YAML")
-        for path in [*self.arms, *self.pipeline, *self.eval, *self.analyze]:
+        extra = [p for files in self.extra_analyses.values() for p in files]
+        for path in [*self.arms, *self.pipeline, *self.eval, *self.analyze, *extra, *self.compare]:
             if not Path(path).exists():
                 raise ConfigError(f"{path}: file not found")
 
@@ -59,7 +62,8 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
 
     name = Path(arm_file).stem
     root = Path(cfg.output_dir) / name
-    pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], {"output_dir": str(root)})
+    # A session that stopped mid-arm resumes at the first unfinished stage.
+    pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], {"output_dir": str(root), "skip_finished": True})
     start = time.time()
     train = run_pipeline(pipe)
     model_path = final_model(pipe, root)
@@ -74,6 +78,10 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
     if cfg.analyze:
         results["analysis"] = str(root / "analysis.json")
         analyze_mod.main(load_config(analyze_mod.AnalyzeConfig, cfg.analyze, model_over))
+    for extra, files in cfg.extra_analyses.items():
+        results[f"analysis_{extra}"] = str(root / f"analysis_{extra}" / "analysis.json")
+        over = {**model_over, "output_dir": str(root / f"analysis_{extra}"), "run_name": f"{name} ({extra})"}
+        analyze_mod.main(load_config(analyze_mod.AnalyzeConfig, list(files), over))
     summary = {
         "kind": "arm",
         **results,
@@ -103,4 +111,8 @@ def main(cfg: ExperimentConfig) -> dict[str, Any]:
     runs = [str(Path(cfg.output_dir) / Path(a).stem) for a in cfg.arms if (Path(cfg.output_dir) / Path(a).stem / "arm.json").exists()]
     baseline = cfg.baseline if any(Path(r).name == cfg.baseline for r in runs) else ""
     report_mod.main(load_config(report_mod.ReportConfig, [], {"runs": runs, "output_dir": cfg.output_dir, "title": cfg.name, "baseline": baseline}))
+    if cfg.compare:
+        from alignx.report import compare as compare_mod
+
+        compare_mod.main(load_config(compare_mod.CompareConfig, cfg.compare, {"runs_dir": cfg.output_dir}))
     return done

@@ -8,12 +8,16 @@ stage 1's ``final/`` model unless ``stage2.model.name_or_path`` is set. Outputs 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignx.config import TrainConfig, opt, section
+from alignx.config import TrainConfig, opt, section, to_dict
 from alignx.train import stage as train_stage
+from alignx.utils import read_json
+
+log = logging.getLogger("alignx.pipeline")
 
 
 def _stage2_default() -> TrainConfig:
@@ -27,8 +31,25 @@ class PipelineConfig:
     output_dir: str = opt("runs/alignx", "root of both stages' outputs")
     run_stage1: bool = opt(True, "run stage 1 (false: SFT-only arm)")
     run_stage2: bool = opt(True, "run stage 2")
+    skip_finished: bool = opt(False, "skip a stage whose train_summary.json records exactly this stage's settings and whose final/ exists (how experiments resume)")
     stage1: TrainConfig = section(TrainConfig, "stage 1 settings (stage is forced to 1)")
     stage2: TrainConfig = section(_stage2_default, "stage 2 settings (stage is forced to 2; model defaults to stage 1's final model)")
+
+
+def _finished(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of an earlier, complete run of exactly these settings, else None."""
+    path = Path(cfg.output_dir) / "train_summary.json"
+    if not path.exists():
+        return None
+    done = read_json(path)
+    if done.get("config") != to_dict(cfg) or not (Path(done.get("final_model", "")) / "config.json").exists():
+        return None
+    log.info("stage %d: already finished with these settings (%s), skipping", cfg.stage, path)
+    return done
+
+
+def _run(cfg: TrainConfig, skip_finished: bool) -> dict[str, Any]:
+    return (_finished(cfg) if skip_finished else None) or train_stage.main(cfg)
 
 
 def main(cfg: PipelineConfig) -> dict[str, Any]:
@@ -43,10 +64,10 @@ def main(cfg: PipelineConfig) -> dict[str, Any]:
     if not s2.model.name_or_path:
         s2.model = copy.deepcopy(s1.model)
     if cfg.run_stage1:
-        results["stage1"] = train_stage.main(s1)
+        results["stage1"] = _run(s1, cfg.skip_finished)
         if not cfg.stage2.model.name_or_path:
             s2.model.name_or_path = results["stage1"]["final_model"]
             s2.model.gguf_file = None
     if cfg.run_stage2:
-        results["stage2"] = train_stage.main(s2)
+        results["stage2"] = _run(s2, cfg.skip_finished)
     return results
