@@ -31,5 +31,13 @@ def test_demo_runs_all_steps_and_reports(tmp_path, capsys):
     # training used only the chosen languages
     langs = {json.loads(line)["tgt_lang"] for line in (root / "train_pairs.jsonl").open()}
     assert langs == {"de", "zh"}
+    # The change vs base is the mean over languages of the per-language MEXA difference at the layer, by hand
+    layer = summary["alignment"]["layer"]
+    a1 = json.loads((root / "stage1" / "analysis.json").read_text())["pooling"]["mean"]["mexa"]
+    a0 = json.loads((root / "base" / "analysis.json").read_text())["pooling"]["mean"]["mexa"]
+    change = summary["alignment"]["change_vs_base"]["mean"]["stage1"]
+    expected = 100 * sum(a1[lang][layer] - a0[lang][layer] for lang in ("de", "zh")) / 2
+    assert abs(change["points"] - expected) < 1e-9 and change["pairs"] == 20 and change["languages"] == 2
+    assert change["ci95"][0] <= change["points"] <= change["ci95"][1]
     out = capsys.readouterr().out
-    assert "mean-pooled" in out and "report.html" in out
+    assert "mean-pooled" in out and "report.html" in out and "change vs base" in out and "paired bootstrap" in out

@@ -196,7 +196,7 @@ def summarize(root: Path, timings: dict[str, float], total: float) -> dict[str, 
                 "mexa_curve_mean": [sum(v[i] for v in curves.values()) / len(curves) for i in range(len(next(iter(curves.values()))))],
             }
         align[name] = entry
-    out["alignment"] = {"layer": layer, "runs": align}
+    out["alignment"] = {"layer": layer, "runs": align, "change_vs_base": _changes(analyses, layer)}
     evals = {k: read_json(p / "eval.json") for k, p in runs.items() if (p / "eval.json").exists()}
     out["eval"] = {
         name: {
@@ -215,6 +215,33 @@ def summarize(root: Path, timings: dict[str, float], total: float) -> dict[str, 
         "final_model": str(root / "stage2" / "final"),
         "tensorboard": f"tensorboard --logdir {root}",
     }
+    return out
+
+
+def _changes(analyses: dict[str, Any], layer: int | None) -> dict[str, Any]:
+    """Per pooling, each trained run's MEXA at ``layer`` minus the base model's, mean over languages, in points,
+    with a paired-bootstrap 95% interval over the held-out pairs (the noise level of the table)."""
+    from alignx.eval.stats import paired_mean_diff
+
+    out: dict[str, Any] = {}
+    base = analyses.get("base")
+    if base is None or layer is None:
+        return out
+    for pooling, res in base["pooling"].items():
+        if "mexa_items" not in res:
+            continue
+        for name, a in analyses.items():
+            other = a["pooling"].get(pooling, {})
+            if name == "base" or "mexa_items" not in other:
+                continue
+            langs = sorted(set(res["mexa_items"]) & set(other["mexa_items"]))
+            d = paired_mean_diff(
+                [[float(c) for c in other["mexa_items"][lang][layer]] for lang in langs],
+                [[float(c) for c in res["mexa_items"][lang][layer]] for lang in langs],
+            )
+            out.setdefault(pooling, {})[name] = {
+                "points": 100 * d["delta"], "ci95": [100 * d["lo"], 100 * d["hi"]], "pairs": d["n"], "languages": len(langs),
+            }
     return out
 
 
@@ -245,6 +272,17 @@ def print_summary(s: dict[str, Any]) -> None:
         for lang in langs:
             t.add_row(lang, *[f"{_fmt(r[pooling]['mexa'].get(lang))} ({_fmt(r[pooling]['retrieval_top1'].get(lang))})" for r in runs.values()])
         t.add_row("mean", *[_fmt(sum(r[pooling]["mexa"].values()) / max(len(r[pooling]["mexa"]), 1)) for r in runs.values()])
+        change = al.get("change_vs_base", {}).get(pooling, {})
+        if change:
+            t.add_row(
+                "change vs base, points [95% CI]",
+                *[f"{c['points']:+.1f} [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}]" if (c := change.get(n)) else "—" for n in runs],
+            )
+            any_c = next(iter(change.values()))
+            t.caption = (
+                f"n = {any_c['pairs']} held-out pairs ({any_c['languages']} languages); the interval is a paired bootstrap "
+                "over pairs: a change is real when it excludes 0"
+            )
         t.add_row("best layer", *[_best(r[pooling]["mexa_curve_mean"]) for r in runs.values()])
         console.print(t)
     if s["eval"]:
