@@ -43,6 +43,57 @@ def make_tokenizer(extra_texts: list[str] | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
 
 
+def _template_texts() -> list[str]:
+    """Training text for the tokenizers below: the test sentences and the prompt words they will meet."""
+    prompt = (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request. ### Instruction: ### Input: ### Response: "
+        "Translate the following sentences from English to German French Russian Chinese. // Input: // Output:"
+    )
+    return [t for s, t, _ in SENTENCES for t in (s, t)] + [prompt]
+
+
+def make_sentencepiece_tokenizer():
+    """A Llama-style SentencePiece BPE tokenizer, built offline: transformers' LlamaTokenizer (Metaspace
+    '▁', BOS, byte fallback: a newline is the byte token <0x0A>, as in Llama-2) over a vocabulary and
+    merges trained here."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens], show_progress=False)
+    tok.train_from_iterator([t.replace("\n", " ") for t in _template_texts()] * 3, trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tokenizer = LlamaTokenizer(vocab=model["vocab"], merges=merges, add_bos_token=True)
+    tokenizer.pad_token = "<unk>"  # as Alpaca-LoRA pads Llama (id 0)
+    return tokenizer
+
+
+def make_unigram_tokenizer():
+    """A SentencePiece-Unigram-style tokenizer (Metaspace before every piece, newlines isolated, no BOS)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Metaspace(prepend_scheme="always")])
+    tok.decoder = decoders.Metaspace(prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=500, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", show_progress=False)
+    tok.train_from_iterator(_template_texts() * 3, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+TOKENIZERS = {
+    "byte_bpe": lambda: make_tokenizer([_template_texts()[-1]]),
+    "sentencepiece_bpe": make_sentencepiece_tokenizer,
+    "unigram": make_unigram_tokenizer,
+}
+
+
 def tiny_config(arch: str, vocab_size: int):
     import transformers as T
 

@@ -11,7 +11,7 @@ from alignx.data.readers import DataError, ReadStats, read_instructions, read_pa
 from alignx.data.render import Collator, render_instruction, render_translation
 from alignx.objectives.ntp import IGNORE_INDEX
 
-TEMPLATE = "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output:"
+TEMPLATE = "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output: "
 
 
 @pytest.mark.parametrize(
@@ -72,6 +72,7 @@ def test_read_instructions_alpaca_and_chat(tmp_path):
         read_instructions(path)
     rows = read_instructions(path, on_bad_row="skip")
     assert rows[0].messages[0]["content"] == "Say hi\n\nin German" and rows[0].lang == "de"
+    assert rows[0].alpaca == ("Say hi", "in German") and rows[1].alpaca is None
     assert rows[1].messages[-1] == {"role": "assistant", "content": "Hello"}
 
 
@@ -94,16 +95,58 @@ def test_translation_spans_cover_exactly_x_and_y(tokenizer):
     assert all(t == IGNORE_INDEX for t in ex2.labels[: ex2.y_span[0]]) and ex2.labels[ex2.y_span[0] :] == ex2.input_ids[ex2.y_span[0] :]
 
 
-def test_truncated_target_rows_are_dropped_and_counted(tokenizer):
+def test_overlong_translation_rows_dropped_or_cut(tokenizer):
+    """Default: a row that does not fit is dropped. truncate=True (reference): cut, dropped only once y is gone."""
     from alignx.data.readers import Pair
     from alignx.data.render import RenderStats
 
-    stats = RenderStats()
     pair = Pair("Where is the train station?", "Wo ist der Bahnhof?", "en", "de")
     full = render_translation(pair, tokenizer, TEMPLATE, 512, True)
-    assert render_translation(pair, tokenizer, TEMPLATE, len(full.input_ids), True, stats) is not None
-    assert render_translation(pair, tokenizer, TEMPLATE, len(full.input_ids) - 1, True, stats) is None
-    assert stats.dropped["target truncated"] == 1 and stats.rendered == 1
+    n, (y0, y1) = len(full.input_ids), full.y_span
+    assert y1 == n - 1 and y1 - y0 >= 3  # y, then EOS
+    stats = RenderStats()
+    assert render_translation(pair, tokenizer, TEMPLATE, n, True, stats).input_ids == full.input_ids
+    assert render_translation(pair, tokenizer, TEMPLATE, n - 1, True, stats) is None
+    assert stats.dropped == {"too long": 1} and stats.rendered == 1
+
+    cut = RenderStats()
+    no_eos = render_translation(pair, tokenizer, TEMPLATE, n - 1, True, cut, truncate=True)
+    assert no_eos.input_ids == full.input_ids[:-1] and no_eos.y_span == (y0, y1)  # y whole, EOS cut
+    part = render_translation(pair, tokenizer, TEMPLATE, y0 + 2, False, cut, truncate=True)
+    assert part.input_ids == full.input_ids[: y0 + 2] and part.y_span == (y0, y0 + 2) and part.x_span == full.x_span
+    assert part.labels == [IGNORE_INDEX] * y0 + full.input_ids[y0 : y0 + 2]
+    assert render_translation(pair, tokenizer, TEMPLATE, y0, True, cut, truncate=True) is None  # y cut away
+    assert cut.dropped == {"target truncated away": 1} and cut.rendered == 2
+
+
+def test_instruction_rows_alpaca_lora_prompt_and_prompt_loss(tokenizer):
+    """Without a chat template, Alpaca rows render as Alpaca-LoRA's prompt_input / prompt_no_input exactly."""
+    from alignx.data.readers import Instruction
+
+    with_input = Instruction(
+        [{"role": "user", "content": "Say hi\n\nin German"}, {"role": "assistant", "content": "Hallo"}], "de", ("Say hi", "in German")
+    )
+    expected = (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\nSay hi\n\n### Input:\n"
+        "in German\n\n### Response:\nHallo"
+    )
+    ex = render_instruction(with_input, tokenizer, 512, use_chat_template=False, loss_on_prompt=True)
+    assert ex.input_ids == tokenizer(expected)["input_ids"] + [tokenizer.eos_token_id]
+    assert ex.labels == ex.input_ids  # train_on_inputs
+    no_input = Instruction([{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "Hallo"}], None, ("Say hi", ""))
+    expected = (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+        "### Instruction:\nSay hi\n\n### Response:\nHallo"
+    )
+    ex = render_instruction(no_input, tokenizer, 512, use_chat_template=False)
+    assert ex.input_ids == tokenizer(expected)["input_ids"] + [tokenizer.eos_token_id]
+    n_prompt = len(tokenizer(expected[: -len("Hallo")])["input_ids"])
+    assert ex.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt and ex.labels[n_prompt:] == ex.input_ids[n_prompt:]
+    # instruction rows are cut; dropped only when no label would be left
+    assert render_instruction(no_input, tokenizer, n_prompt, use_chat_template=False) is None
+    kept = render_instruction(no_input, tokenizer, n_prompt, use_chat_template=False, loss_on_prompt=True)
+    assert kept.input_ids == ex.input_ids[:n_prompt] == kept.labels
 
 
 def test_instruction_masks_prompt_with_and_without_chat_template(tokenizer):

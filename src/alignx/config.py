@@ -20,6 +20,10 @@ import yaml
 
 T = TypeVar("T")
 
+# data.template values with a fixed meaning (see DataConfig.template); anything else is free text with {src}.
+TEMPLATE_PRESETS = ("alpaca", "chat")
+TRANSLATION_INSTRUCTION = "Translate the following sentences from {src_name} to {tgt_name}."
+
 
 class ConfigError(ValueError):
     pass
@@ -50,10 +54,19 @@ class ModelConfig:
     attn_implementation: str | None = opt(None, "attention kernel: sdpa|eager|flash_attention_2 (None: transformers default)")
     trust_remote_code: bool = opt(False, "allow custom modelling code from the hub")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    autocast: str = opt(
+        "auto",
+        "mixed precision over fp32 master weights: auto|bf16|fp16|none (auto: bf16 when model.dtype=auto on a GPU "
+        "that supports it, else none; reference: fp16 with model.dtype=float32). L_CTR and L_LAM always run in fp32",
+    )
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"model.dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        if self.autocast not in ("auto", "bf16", "fp16", "none"):
+            raise ConfigError(f"model.autocast must be auto|bf16|fp16|none, got {self.autocast!r}")
+        if self.autocast in ("bf16", "fp16") and self.dtype not in ("auto", "float32"):
+            raise ConfigError(f"model.autocast={self.autocast} needs fp32 master weights: set model.dtype=float32 (or auto)")
 
 
 @dataclass
@@ -78,8 +91,20 @@ class LossConfig:
     align_layer: int = opt(-1, "hidden_states index for L_CTR (0 = embeddings); -1 = middle layer, num_layers // 2")
     ctr_symmetric: bool = opt(False, "InfoNCE in both directions x->y and y->x (reference: one direction)")
     ctr_gather: bool = opt(False, "gather contrastive negatives across data-parallel ranks (reference: no)")
+    ctr_center: bool = opt(
+        False,
+        "NOT in the reference: subtract the micro-batch mean of the pooled x and y states before the L_CTR cosine "
+        "(makes L_CTR learn on models whose mid-layer states share a dominant direction, e.g. Gemma-3)",
+    )
     lam_width: int = opt(128, "hidden width of the language-matching gated MLP (reference 128)")
-    ntp_on_prompt: bool = opt(True, "stage 1: next-token loss on the whole sequence incl. prompt (reference: yes)")
+    lam_init_std: float = opt(
+        0.02, "std of the normal init of the L_LAM head's weights, as HF linear layers (reference 0.02); 0: PyTorch's default"
+    )
+    ntp_on_prompt: bool | None = opt(
+        None,
+        "next-token loss on the prompt tokens too (true) or on the target only (false); "
+        "unset: stage 1 true, stage 2 false (reference: true in both stages)",
+    )
     ntp_chunk_size: int = opt(1024, "tokens per chunk of the fused next-token loss (0: full logits at once)")
 
     def __post_init__(self) -> None:
@@ -89,6 +114,8 @@ class LossConfig:
             raise ConfigError("loss.lambda_ctr and loss.lambda_lam must be >= 0")
         if self.lam_width <= 0:
             raise ConfigError(f"loss.lam_width must be positive, got {self.lam_width}")
+        if self.lam_init_std < 0:
+            raise ConfigError(f"loss.lam_init_std must be >= 0, got {self.lam_init_std}")
 
 
 @dataclass
@@ -98,21 +125,47 @@ class DataConfig:
     translation_in_sft: bool = opt(True, "stage 2: also train on the parallel files rendered as translation instructions")
     template: str = opt(
         "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output: ",
-        "translation-instruction template; fields {src} {src_name} {tgt_name} {src_lang} {tgt_lang}; the target follows",
+        "translation rows (both stages): alpaca = the reference's Alpaca-LoRA prompt_input, x as '### Input:', y as "
+        "'### Response:' | chat = the tokenizer's chat template, instruction and x in the user turn, y as the answer | "
+        "free text with {src} where x goes, y follows the text directly; fields {instruction} {src_name} {tgt_name} "
+        "{src_lang} {tgt_lang}",
+    )
+    translation_instruction: str = opt(
+        TRANSLATION_INSTRUCTION,
+        "instruction of translation rows: used by the alpaca and chat templates and as {instruction} in a free-text one; "
+        "fields {src_name} {tgt_name} {src_lang} {tgt_lang}",
     )
     both_directions: bool = opt(True, "render every pair in both directions (x->y and y->x)")
     max_length: int = opt(512, "max tokens per row (reference 512)")
+    truncate_pairs: bool = opt(
+        False,
+        "translation rows longer than max_length: false = drop them (a cut y is not a translation of x); true = cut "
+        "them and drop only rows whose y is cut away entirely (reference). Instruction rows are always cut",
+    )
     max_pairs: int | None = opt(None, "use at most this many pairs per file (after shuffling)")
     on_bad_row: str = opt("error", "error: stop at the first bad row (file:line) | skip: skip and count")
-    use_chat_template: bool = opt(True, "stage 2: use the tokenizer's chat template when it has one")
+    use_chat_template: bool = opt(
+        True, "stage 2 instruction rows: the tokenizer's chat template when it has one; false (or none): the Alpaca-LoRA prompt (reference)"
+    )
     seed: int = opt(0, "shuffle seed")
 
     def __post_init__(self) -> None:
         if self.on_bad_row not in ("error", "skip"):
             raise ConfigError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
-        for key in ("{src}",):
-            if key not in self.template:
-                raise ConfigError(f"data.template must contain {key}")
+        if self.max_length < 2:
+            raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
+        names = {k: k for k in ("src_name", "tgt_name", "src_lang", "tgt_lang")}
+        try:
+            self.translation_instruction.format(**names)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"data.translation_instruction: unknown field or stray brace ({e}); fields: {', '.join(names)}") from None
+        if self.template not in TEMPLATE_PRESETS:
+            if self.template.count("{src}") != 1:
+                raise ConfigError("data.template must be alpaca, chat, or a text with {src} exactly once")
+            try:
+                self.template.replace("{src}", "").format(instruction="", **names)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ConfigError(f"data.template: unknown field or stray brace ({e}); fields: src, instruction, {', '.join(names)}") from None
 
 
 @dataclass
@@ -121,13 +174,25 @@ class OptimConfig:
     lr: float = opt(2e-6, "peak learning rate (reference 2e-6 full-parameter; LoRA typically 1e-4..2e-4)")
     epochs: float = opt(2.0, "training epochs (reference 2)")
     max_steps: int = opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
-    batch_size: int = opt(8, "rows per device per micro-batch")
-    grad_accum: int = opt(1, "micro-batches per optimiser step (global batch = batch_size * grad_accum * world size)")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    warmup_ratio: float = opt(0.03, "share of steps with linear warm-up")
-    scheduler: str = opt("cosine", "transformers lr scheduler name")
-    max_grad_norm: float = opt(1.0, "gradient clipping")
-    seed: int = opt(42, "training seed")
+    batch_size: int = opt(8, "rows per device per micro-batch; L_CTR negatives and L_LAM pairs come from it (reference 16)")
+    grad_accum: int = opt(1, "micro-batches per optimiser step (global batch = batch_size * grad_accum * world size; reference 8)")
+    weight_decay: float = opt(0.0, "AdamW weight decay (reference 0)")
+    warmup_ratio: float = opt(0.03, "share of steps with linear warm-up (used when optim.warmup_steps is 0)")
+    warmup_steps: int = opt(0, "linear warm-up steps; > 0 overrides optim.warmup_ratio (reference 100)")
+    scheduler: str = opt("cosine", "transformers lr scheduler name: cosine|linear|constant_with_warmup|... (reference linear)")
+    group_by_length: bool = opt(
+        False, "micro-batches of rows of similar length (HF LengthGroupedSampler; reference: yes). Off: random batches"
+    )
+    max_grad_norm: float = opt(1.0, "gradient clipping (reference 1.0)")
+    seed: int = opt(42, "training seed (reference 42)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError(f"optim.batch_size and optim.grad_accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
 
 
 @dataclass
@@ -136,7 +201,7 @@ class TrainConfig:
     output_dir: str = opt("runs/alignx", "where checkpoints, logs and the final model are written")
     model: ModelConfig = section(ModelConfig, "model to train")
     lora: LoraConfig = section(LoraConfig, "LoRA adapters (PEFT)")
-    loss: LossConfig = section(LossConfig, "stage 1 objectives")
+    loss: LossConfig = section(LossConfig, "objectives (L_CTR and L_LAM: stage 1 only)")
     data: DataConfig = section(DataConfig, "training data")
     optim: OptimConfig = section(OptimConfig, "optimisation")
     logging_steps: int = opt(10, "log every N optimiser steps")

@@ -39,6 +39,7 @@ class Pair:
 class Instruction:
     messages: list[dict[str, str]]  # chat turns; the last one is the assistant's answer
     lang: str | None = None
+    alpaca: tuple[str, str] | None = None  # (instruction, input) of an Alpaca row, for the Alpaca-LoRA prompt
 
 
 @dataclass
@@ -207,7 +208,8 @@ def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadSt
                     if not inst.strip() or not out.strip():
                         raise DataError(f"{where}: empty instruction or output")
                     user = inst.strip() + ("\n\n" + inp.strip() if inp.strip() else "")
-                    rows.append(Instruction([{"role": "user", "content": user}, {"role": "assistant", "content": out.strip()}], lang))
+                    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": out.strip()}]
+                    rows.append(Instruction(turns, lang, (inst.strip(), inp.strip())))
                 else:
                     raise DataError(f"{where}: expected Alpaca fields instruction/output or chat 'messages'")
             except DataError as e:

@@ -11,13 +11,21 @@ import torch
 from torch.utils.data import Dataset
 
 from alignx import languages
+from alignx.config import TRANSLATION_INSTRUCTION, ConfigError
 from alignx.data.readers import Instruction, Pair
 from alignx.objectives.ntp import IGNORE_INDEX
 
 _LANG_INDEX = {lang.code: i for i, lang in enumerate(languages.all_languages())}
 
-# Used when the tokenizer has no chat template.
-ALPACA_PROMPT = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+# The reference's template (Alpaca-LoRA's alpaca.json). prompt_input renders translation rows (x as the
+# input, y as the response) and Alpaca rows with an input; prompt_no_input renders rows without one.
+ALPACA_PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+ALPACA_PROMPT_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_PROMPT_NO_INPUT = ALPACA_PREAMBLE + "### Instruction:\n{instruction}\n\n### Response:\n"
 
 
 def lang_id(code: str) -> int:
@@ -45,14 +53,52 @@ class RenderStats:
         return f"{self.rendered} rows" + (f" ({drops} dropped)" if drops else "")
 
 
-def fill_template(template: str, pair: Pair) -> str:
-    return template.format(
-        src=pair.src,
-        src_lang=pair.src_lang,
-        tgt_lang=pair.tgt_lang,
-        src_name=languages.name(pair.src_lang),
-        tgt_name=languages.name(pair.tgt_lang),
-    )
+def template_fields(pair: Pair, instruction: str) -> dict[str, str]:
+    """The fields a translation template may use, except {src}: language codes and names, and the instruction."""
+    names = {
+        "src_lang": pair.src_lang,
+        "tgt_lang": pair.tgt_lang,
+        "src_name": languages.name(pair.src_lang),
+        "tgt_name": languages.name(pair.tgt_lang),
+    }
+    return {**names, "instruction": instruction.format(**names)}
+
+
+def translation_text(pair: Pair, tokenizer: Any, template: str, instruction: str) -> tuple[str, tuple[int, int], tuple[int, int], bool]:
+    """One translation row as a string: (text, x's characters, y's characters, add the tokenizer's special tokens?).
+
+    ``template``: ``alpaca`` (the reference's prompt_input, x as the input, y as the response), ``chat``
+    (the tokenizer's chat template: instruction and x in the user turn, y as the assistant's answer; the
+    template writes its own special tokens) or free text with ``{src}``, which y follows directly.
+    Character ranges are [start, end); the EOS is not part of the text.
+    """
+    fields = template_fields(pair, instruction)
+    if template == "chat":
+        return _chat_text(tokenizer, fields["instruction"] + "\n\n", pair.src, pair.tgt)
+    if template == "alpaca":
+        head, _, tail = ALPACA_PROMPT_INPUT.partition("{input}")
+        head = head.replace("{instruction}", fields["instruction"])
+    else:
+        head, _, tail = template.partition("{src}")
+        head, tail = head.format(**fields), tail.format(**fields)
+    text = head + pair.src + tail + pair.tgt
+    return text, (len(head), len(head) + len(pair.src)), (len(text) - len(pair.tgt), len(text)), True
+
+
+def _chat_text(tokenizer: Any, user_head: str, x: str, y: str) -> tuple[str, tuple[int, int], tuple[int, int], bool]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("data.template=chat but the tokenizer has no chat template; use data.template=alpaca or a free text")
+    user = [{"role": "user", "content": user_head + x}]
+    prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": y}], tokenize=False)
+    at = prompt.find(user_head + x)
+    if at < 0:
+        raise ConfigError("data.template=chat: the chat template rewrites the user message, so x cannot be located; use alpaca or a free text")
+    x_lo = at + len(user_head)
+    y_lo = full.find(y, len(prompt)) if full.startswith(prompt) else -1
+    if y_lo < 0:  # unusual templates: the answer appended to the generation prompt verbatim
+        full, y_lo = prompt + y, len(prompt)
+    return full, (x_lo, x_lo + len(x)), (y_lo, y_lo + len(y)), False
 
 
 def _token_span(offsets: list[tuple[int, int]], lo: int, hi: int) -> tuple[int, int] | None:
@@ -66,6 +112,11 @@ def _eos(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
+def _drop(stats: RenderStats | None, why: str) -> None:
+    if stats is not None:
+        stats.dropped[why] += 1
+
+
 def render_translation(
     pair: Pair,
     tokenizer: Any,
@@ -73,46 +124,65 @@ def render_translation(
     max_length: int,
     loss_on_prompt: bool,
     stats: RenderStats | None = None,
+    *,
+    instruction: str = TRANSLATION_INSTRUCTION,
+    truncate: bool = False,
 ) -> Example | None:
-    """Tokenise ``<template with x> <y><eos>`` and locate x and y as token spans.
+    """Tokenise a translation row (see :func:`translation_text`) plus EOS, and locate x and y as token spans.
 
-    Spans come from the fast tokenizer's character offsets, so the sequence is tokenised exactly as
-    one string would be (no seams at span borders). A token that straddles a border counts in the
-    span. Rows longer than ``max_length`` are truncated; a row whose y is not complete after
-    truncation is dropped (returns None) and counted, as the reference drops rows with a truncated
-    target.
+    Spans come from the fast tokenizer's character offsets over the whole string, so the sequence is
+    tokenised exactly as one string (no seams at span borders); a token that straddles a border counts
+    in the span. y's span ends before the final EOS (and before a chat template's end-of-turn tokens).
+    A row longer than ``max_length`` is dropped (``truncate=False``), or cut to ``max_length`` tokens,
+    EOS included, and dropped only when no token of y is left (``truncate=True``, the reference). Drops
+    are counted in ``stats``. Labels: every token (``loss_on_prompt``) or y and what follows it.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("alignx needs a fast (Rust) tokenizer to locate the x/y token spans")
-    prompt_head, _, prompt_tail = template.partition("{src}")
-    head = fill_template(prompt_head, pair) if "{" in prompt_head else prompt_head
-    tail = fill_template(prompt_tail, pair) if "{" in prompt_tail else prompt_tail
-    text = head + pair.src + tail.rstrip() + " "
-    x_lo, x_hi = len(head), len(head) + len(pair.src)
-    y_lo = len(text)
-    text += pair.tgt
-    y_hi = len(text)
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    text, (x_lo, x_hi), (y_lo, y_hi), add_special = translation_text(pair, tokenizer, template, instruction)
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc["offset_mapping"]]
-    ids.append(_eos(tokenizer))
-    offsets.append((0, 0))
     x_span = _token_span(offsets, x_lo, x_hi)
     y_span = _token_span(offsets, y_lo, y_hi)
     if x_span is None or y_span is None:
-        if stats is not None:
-            stats.dropped["empty span"] += 1
+        _drop(stats, "empty span")
         return None
+    eos = _eos(tokenizer)
+    if ids[-1] != eos:  # a post-processor or the chat template may have written it already
+        ids.append(eos)
     if len(ids) > max_length:
-        if y_span[1] > max_length - 1:  # y and its EOS must fit
-            if stats is not None:
-                stats.dropped["target truncated"] += 1
+        if not truncate:
+            _drop(stats, "too long")
+            return None
+        if y_span[0] >= max_length:
+            _drop(stats, "target truncated away")
             return None
         ids = ids[:max_length]
+        y_span = (y_span[0], min(y_span[1], max_length))
     labels = list(ids) if loss_on_prompt else [IGNORE_INDEX] * y_span[0] + ids[y_span[0] :]
     if stats is not None:
         stats.rendered += 1
     return Example(ids, labels, x_span, y_span, lang_id(pair.src_lang), lang_id(pair.tgt_lang))
+
+
+def alpaca_prompt(row: Instruction) -> str:
+    """The Alpaca-LoRA prompt of an instruction row (the reference's stage-2 format), up to the response.
+
+    Alpaca rows use prompt_input / prompt_no_input exactly; other conversations without a chat template
+    continue the same format turn by turn (a single user turn is exactly prompt_no_input).
+    """
+    if row.alpaca is not None:
+        instruction, inp = row.alpaca
+        if inp:
+            return ALPACA_PROMPT_INPUT.replace("{instruction}", instruction).replace("{input}", inp)
+        return ALPACA_PROMPT_NO_INPUT.replace("{instruction}", instruction)
+    parts = [ALPACA_PREAMBLE]
+    for m in row.messages[:-1]:
+        tag = {"system": "### System", "user": "### Instruction", "assistant": "### Response"}[m["role"]]
+        parts.append(f"{tag}:\n{m['content']}\n\n")
+    parts.append("### Response:\n")
+    return "".join(parts)
 
 
 def render_instruction(
@@ -121,8 +191,15 @@ def render_instruction(
     max_length: int,
     use_chat_template: bool = True,
     stats: RenderStats | None = None,
+    *,
+    loss_on_prompt: bool = False,
 ) -> Example | None:
-    """Tokenise a conversation; only the final assistant answer (and EOS) carries labels."""
+    """Tokenise a conversation plus EOS; labels on the final answer and EOS, or on every token (``loss_on_prompt``).
+
+    The tokenizer's chat template when ``use_chat_template`` and it has one, else the Alpaca-LoRA prompt.
+    Rows longer than ``max_length`` are cut (as in the reference); a row is dropped only when the cut
+    leaves it no label (its answer is cut away and the prompt carries no loss).
+    """
     msgs = row.messages
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
@@ -131,12 +208,7 @@ def render_instruction(
             full = prompt + msgs[-1]["content"]
         add_special = False  # chat templates write their own BOS
     else:
-        parts = [ALPACA_PROMPT]
-        for m in msgs[:-1]:
-            tag = {"system": "### System", "user": "### Instruction", "assistant": "### Response"}[m["role"]]
-            parts.append(f"{tag}:\n{m['content']}\n\n")
-        parts.append("### Response:\n")
-        prompt = "".join(parts)
+        prompt = alpaca_prompt(row)
         full = prompt + msgs[-1]["content"]
         add_special = True
     enc = tokenizer(full, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -148,19 +220,22 @@ def render_instruction(
         offsets.append((len(full), len(full) + 1))
     # A token is an answer token when it ends after the prompt (trailing template tokens included).
     first = next((i for i, (a, b) in enumerate(offsets) if b > len(prompt) or (a == b and a >= len(prompt))), len(ids))
-    if first >= max_length:
-        if stats is not None:
-            stats.dropped["answer truncated"] += 1
+    if first >= max_length and not loss_on_prompt:
+        _drop(stats, "answer truncated away")
         return None
     ids = ids[:max_length]
-    labels = [IGNORE_INDEX] * first + ids[first:]
+    labels = list(ids) if loss_on_prompt else [IGNORE_INDEX] * first + ids[first:]
     if stats is not None:
         stats.rendered += 1
     return Example(ids, labels)
 
 
 class ExampleDataset(Dataset):
-    """A list of rendered examples as tensors-to-be; shuffling is the trainer's job."""
+    """A list of rendered examples; shuffling and length grouping are the trainer's job.
+
+    Items are plain dicts of the :class:`Example` fields, as HF datasets yield: the Trainer's
+    length-grouped sampler (``optim.group_by_length``) reads ``item["input_ids"]``.
+    """
 
     def __init__(self, examples: list[Example]) -> None:
         self.examples = examples
@@ -168,8 +243,8 @@ class ExampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> Example:
-        return self.examples[i]
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return dict(vars(self.examples[i]))
 
 
 def both_directions(pairs: list[Pair]) -> list[Pair]:
@@ -184,7 +259,7 @@ def subsample(items: list, n: int | None, seed: int) -> list:
 
 
 class Collator:
-    """Pads a list of :class:`Example` into a batch dict.
+    """Pads a list of :class:`Example` (or their field dicts, as :class:`ExampleDataset` yields) into a batch dict.
 
     Output: input_ids, attention_mask, labels [B, T] (IGNORE_INDEX on padding), shift_labels [B, T]
     (labels shifted left: the token each position predicts; the Trainer counts tokens from it), and
@@ -195,7 +270,8 @@ class Collator:
         self.pad = pad_token_id
         self.multiple = pad_to_multiple_of
 
-    def __call__(self, batch: list[Example]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: list[Example | dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = [e if isinstance(e, Example) else Example(**e) for e in batch]
         T = max(len(e.input_ids) for e in batch)
         if self.multiple:
             T = -(-T // self.multiple) * self.multiple

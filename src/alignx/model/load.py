@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignx.config import LoraConfig, ModelConfig
+from alignx.config import ConfigError, LoraConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,25 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """``auto`` means float32 weights; on GPUs the trainer adds bf16 autocast (see train.stage)."""
+    """``auto`` means float32 weights; on GPUs the trainer adds bf16 autocast (see :func:`resolve_autocast`)."""
     return torch.float32 if name == "auto" else _DTYPES[name]
 
 
 def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_autocast(cfg: ModelConfig) -> str:
+    """The mixed precision the trainer runs: ``bf16``, ``fp16`` or ``none`` (see ``model.autocast``).
+
+    ``fp16`` needs a GPU: accelerate silently skips fp16 autocast on the CPU, so asking for it there is
+    an error rather than a quiet fp32 run.
+    """
+    if cfg.autocast == "auto":
+        return "bf16" if cfg.dtype == "auto" and bf16_supported() else "none"
+    if cfg.autocast == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("model.autocast=fp16 needs a CUDA GPU (accelerate runs fp16 autocast only there); on CPU use model.autocast=bf16 or none")
+    return cfg.autocast
 
 
 def resolve_path(name_or_path: str) -> tuple[str, str | None]:

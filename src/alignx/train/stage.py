@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from alignx.config import TrainConfig, save_config, to_dict
+from alignx.config import ConfigError, TrainConfig, save_config, to_dict
 from alignx.data.readers import ReadStats, read_instructions, read_parallel
 from alignx.data.render import (
     Collator,
@@ -30,9 +30,15 @@ from alignx.utils import environment, write_json
 log = logging.getLogger("alignx.train")
 
 
+def loss_on_prompt(cfg: TrainConfig) -> bool:
+    """``loss.ntp_on_prompt``, or its stage default when unset: stage 1 yes (reference), stage 2 no."""
+    return cfg.loss.ntp_on_prompt if cfg.loss.ntp_on_prompt is not None else cfg.stage == 1
+
+
 def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dict[str, Any]]:
     """Read and render the training rows for the configured stage; returns the dataset and counts."""
     d = cfg.data
+    on_prompt = loss_on_prompt(cfg)
     examples = []
     rstats, rend = ReadStats(), RenderStats()
     pairs = []
@@ -42,15 +48,17 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dic
         pairs = both_directions(pairs)
     use_pairs = cfg.stage == 1 or d.translation_in_sft
     if use_pairs:
-        loss_on_prompt = cfg.stage == 1 and cfg.loss.ntp_on_prompt
         for p in pairs:
-            ex = render_translation(p, tokenizer, d.template, d.max_length, loss_on_prompt, rend)
+            ex = render_translation(
+                p, tokenizer, d.template, d.max_length, on_prompt, rend,
+                instruction=d.translation_instruction, truncate=d.truncate_pairs,
+            )
             if ex is not None:
                 examples.append(ex)
     if cfg.stage == 2:
         for path in d.instructions:
             for row in subsample(read_instructions(path, d.on_bad_row, rstats), d.max_pairs, d.seed):
-                ex = render_instruction(row, tokenizer, d.max_length, d.use_chat_template, rend)
+                ex = render_instruction(row, tokenizer, d.max_length, d.use_chat_template, rend, loss_on_prompt=on_prompt)
                 if ex is not None:
                     examples.append(ex)
     if not examples:
@@ -69,35 +77,44 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dic
 
 
 def training_arguments(cfg: TrainConfig) -> Any:
+    """The HF TrainingArguments of a run: every optimisation and precision setting maps here, nowhere else."""
     from transformers import TrainingArguments
 
     o = cfg.optim
-    gpu_bf16 = cfg.model.dtype == "auto" and mload.bf16_supported()
+    autocast = mload.resolve_autocast(cfg.model)
     report = [] if cfg.report_to in ("none", "") else [r.strip() for r in cfg.report_to.split(",")]
-    return TrainingArguments(
-        output_dir=cfg.output_dir,
-        per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.grad_accum,
-        optim=o.optimizer,
-        learning_rate=o.lr,
-        num_train_epochs=o.epochs,
-        max_steps=o.max_steps,
-        warmup_steps=o.warmup_ratio,
-        lr_scheduler_type=o.scheduler,
-        weight_decay=o.weight_decay,
-        max_grad_norm=o.max_grad_norm,
-        seed=o.seed,
-        bf16=gpu_bf16,
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=report,
-        remove_unused_columns=False,
-        dataloader_num_workers=cfg.num_workers,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=False,
-    )
+    try:
+        return TrainingArguments(
+            output_dir=cfg.output_dir,
+            per_device_train_batch_size=o.batch_size,
+            gradient_accumulation_steps=o.grad_accum,
+            optim=o.optimizer,
+            learning_rate=o.lr,
+            num_train_epochs=o.epochs,
+            max_steps=o.max_steps,
+            # transformers reads an int as steps and a float in [0, 1) as a share of the steps
+            warmup_steps=o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio,
+            lr_scheduler_type=o.scheduler,
+            train_sampling_strategy="group_by_length" if o.group_by_length else "random",
+            weight_decay=o.weight_decay,
+            max_grad_norm=o.max_grad_norm,
+            seed=o.seed,
+            bf16=autocast == "bf16",
+            fp16=autocast == "fp16",
+            # transformers accepts bf16 without a GPU only when told the run is on the CPU
+            use_cpu=autocast == "bf16" and not torch.cuda.is_available(),
+            logging_steps=cfg.logging_steps,
+            logging_first_step=True,
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            report_to=report,
+            remove_unused_columns=False,
+            dataloader_num_workers=cfg.num_workers,
+            ddp_find_unused_parameters=False,
+            disable_tqdm=False,
+        )
+    except ValueError as e:  # e.g. an unknown optim.scheduler or optim.optimizer name
+        raise ConfigError(f"optim: {e}".splitlines()[0]) from None
 
 
 def resolve_resume(cfg: TrainConfig) -> str | None:
@@ -123,6 +140,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Without this, accelerate treats each CPU process as its own single-process run.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    args = training_arguments(cfg)  # bad optimisation/precision settings fail before any work
     tokenizer = mload.load_tokenizer(cfg.model, padding_side="right")
     dataset, counts = build_dataset(cfg, tokenizer)  # bad data fails here, before anything is written
     out = Path(cfg.output_dir)
@@ -141,7 +159,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
 
     trainer = AlignXTrainer(
         model=model,
-        args=training_arguments(cfg),
+        args=args,
         train_dataset=dataset,
         data_collator=Collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
@@ -168,6 +186,11 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         "history": history,
         "data": counts,
         "align_layer": model.align_layer,
+        "precision": {
+            "weights": str(next(lm.parameters()).dtype).removeprefix("torch."),
+            "autocast": mload.resolve_autocast(cfg.model),
+            "alignment_losses": "float32",
+        },
         "config": to_dict(cfg),
         "env": environment(),
     }
