@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import reference_alignx
 from alignx.model.pooling import last_token, masked_mean, pool_spans, span_mask
 from alignx.objectives import LanguageMatchingHead, fused_next_token_loss, info_nce, language_matching_loss
-from alignx.objectives.language_matching import language_matching_loss_naive
 from alignx.objectives.ntp import next_token_loss_from_logits
 
 
@@ -83,18 +83,76 @@ def test_info_nce_symmetric_and_gathered_forms():
     assert torch.allclose(g, F.cross_entropy(sim, torch.arange(3, 8)) / 2, atol=1e-5)
 
 
-def test_language_matching_all_pairs_equals_naive_and_labels():
+def test_info_nce_centred_by_loops():
+    """Centred form, from its definition: subtract the mean of all 2N states, then the reference loss."""
+    torch.manual_seed(3)
+    hx, hy = torch.randn(4, 3) + 50.0, torch.randn(4, 3) + 50.0  # a large shared offset, as in Gemma's mid layers
+    tau = 0.1
+    rows = hx.tolist() + hy.tolist()
+    mean = [sum(r[k] for r in rows) / len(rows) for k in range(3)]
+    cx = [[a - m for a, m in zip(r, mean, strict=True)] for r in hx.tolist()]
+    cy = [[a - m for a, m in zip(r, mean, strict=True)] for r in hy.tolist()]
+
+    def cos(a: list[float], b: list[float]) -> float:
+        dot = sum(p * q for p, q in zip(a, b, strict=True))
+        return dot / math.sqrt(sum(p * p for p in a)) / math.sqrt(sum(q * q for q in b))
+
+    total = 0.0
+    for i in range(4):
+        logits = [cos(cx[i], cy[j]) / tau for j in range(4)]
+        total += -(logits[i] - math.log(sum(math.exp(v) for v in logits)))
+    expected = total / 4 / 2
+    assert abs(info_nce(hx, hy, tau, center=True).item() - expected) < 1e-4
+    # The offset hides the pairs from the raw cosine: the raw loss sits near chance (ln 4 / 2).
+    assert abs(info_nce(hx, hy, tau).item() - math.log(4) / 2) < 0.05
+    # Centring removes any shared offset exactly.
+    assert torch.allclose(info_nce(hx + 7.0, hy + 7.0, tau, center=True), info_nce(hx, hy, tau, center=True), atol=1e-4)
+
+
+def test_language_matching_equals_explicit_pairs_with_language_labels():
+    """Against the spec port: the MLP on each explicit [s_i ; s_j], labels from the language codes themselves."""
     torch.manual_seed(0)
-    head = LanguageMatchingHead(hidden_size=6, width=5)
+    head = LanguageMatchingHead(hidden_size=6, width=5, init_std=0.5)  # large weights: the labels matter
+    codes = ["de", "de", "fr", "zh", "fr", "de"]
     s = torch.randn(6, 6, requires_grad=True)
-    ids = torch.tensor([0, 0, 1, 2, 1, 0])
-    a = language_matching_loss(s, ids, head)
-    b = language_matching_loss_naive(s, ids, head)
-    assert torch.allclose(a, b, atol=1e-6)
-    ga = torch.autograd.grad(a, [s, *head.parameters()])
-    gb = torch.autograd.grad(b, [s, *head.parameters()])
-    for x, y in zip(ga, gb, strict=True):
-        assert torch.allclose(x, y, atol=1e-6)
+    ids = torch.tensor([{"de": 7, "fr": 3, "zh": 0}[c] for c in codes])  # any ids, equal exactly when the codes are
+    got = language_matching_loss(s, ids, head)
+    ref = reference_alignx.lam_pairs(list(s), codes, head.gate.weight, head.up.weight, head.down.weight)
+    assert abs(got.item() - ref.item()) < 1e-6 and abs(ref.item() - math.log(2)) > 0.05  # far from chance
+    g_got = torch.autograd.grad(got, [s, *head.parameters()])
+    g_ref = torch.autograd.grad(ref, [s, *head.parameters()])
+    for a, b in zip(g_got, g_ref, strict=True):
+        assert torch.allclose(a, b.float(), atol=1e-6)
+    # the loss sees the labels: flipping one sentence's language changes it
+    flipped = ids.clone()
+    flipped[0] = 3
+    assert abs(language_matching_loss(s, flipped, head).item() - got.item()) > 1e-3
+
+
+def test_language_matching_head_init_std():
+    torch.manual_seed(0)
+    head = LanguageMatchingHead(hidden_size=64, width=128, init_std=0.02)
+    for w in (head.gate.weight, head.up.weight):
+        assert abs(w.std().item() - 0.02) < 0.001 and abs(w.mean().item()) < 0.001
+    default = LanguageMatchingHead(hidden_size=64, width=128, init_std=0)  # PyTorch's Kaiming-uniform
+    assert default.gate.weight.abs().max() <= 1 / math.sqrt(128) + 1e-6 and default.gate.weight.std() > 0.03
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_alignment_losses_run_in_fp32_under_autocast(dtype):
+    """Under CPU autocast, L_CTR and L_LAM equal their fp32 values (the reference's fp32 cosine)."""
+    torch.manual_seed(0)
+    hx, hy = torch.randn(8, 64), torch.randn(8, 64)
+    head = LanguageMatchingHead(64, 128, init_std=0.1)
+    s, ids = torch.randn(16, 64), torch.randint(0, 3, (16,))
+    ctr32, lam32 = info_nce(hx, hy, 0.1), language_matching_loss(s, ids, head)
+    with torch.autocast("cpu", dtype=dtype):
+        ctr_ac, lam_ac = info_nce(hx, hy, 0.1), language_matching_loss(s, ids, head)
+        # what the same products give in low precision (the error the fp32 region removes)
+        low = (F.normalize(hx) @ F.normalize(hy).T).dtype
+    assert low == dtype
+    assert ctr_ac.dtype == lam_ac.dtype == torch.float32
+    assert abs(ctr_ac.item() - ctr32.item()) < 1e-6 and abs(lam_ac.item() - lam32.item()) < 1e-6
 
 
 def test_language_matching_head_shapes_no_bias():

@@ -124,7 +124,7 @@ class AlignXModel(nn.Module):
                 self.capture = None
         self.use_ctr = with_alignment and loss.lambda_ctr > 0
         self.use_lam = with_alignment and loss.lambda_lam > 0
-        self.lam_head = LanguageMatchingHead(mload.hidden_size(lm), loss.lam_width) if self.use_lam else None
+        self.lam_head = LanguageMatchingHead(mload.hidden_size(lm), loss.lam_width, loss.lam_init_std) if self.use_lam else None
         # The fused loss needs the model to skip its own logits (logits_to_keep) and plain logits after it.
         self.fused = loss.ntp_chunk_size > 0 and mload.accepts_logits_to_keep(lm)
         self.softcap, self.logit_scale = mload.logit_transform(lm)
@@ -181,22 +181,31 @@ class AlignXModel(nn.Module):
             ntp_sum, ntp_count = next_token_loss_from_logits(out.logits, shift_labels)
         zero = ntp_sum * 0.0
         result = {"ntp_sum": ntp_sum, "ntp_count": ntp_count, "ctr": zero, "lam": zero}
-        has_spans = x_start is not None and y_start is not None
-        if has_spans and self.use_ctr:
-            hx = pool_spans(mid_states, x_start, x_end)
-            hy = pool_spans(mid_states, y_start, y_end)
-            if self.loss_cfg.ctr_gather:
-                hy_all, pos = gather_with_grad(hy)
-                result["ctr"] = info_nce(hx, hy_all, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric, positive_index=pos)
-            else:
-                result["ctr"] = info_nce(hx, hy, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric)
-        if has_spans and self.use_lam:
-            # Positions shifted by one: the states that predict the sentence's tokens (reference).
-            sx = pool_spans(last_states, x_start, x_end, shift=1)
-            sy = pool_spans(last_states, y_start, y_end, shift=1)
-            states = torch.cat([sx, sy], dim=0)
-            ids = torch.cat([src_lang, tgt_lang], dim=0)
-            result["lam"] = language_matching_loss(states, ids, self.lam_head)
+        if x_start is None or y_start is None:
+            return result
+        # Pooling, L_CTR and L_LAM in fp32 even under autocast: the reference computes the cosine in fp32,
+        # and a bf16 pooled mean or cosine logit is off by ~0.4 % (1 / 2^8).
+        with torch.autocast(device_type=last_states.device.type, enabled=False):
+            if self.use_ctr:
+                mid = mid_states.float()  # a copy only when the model computes in bf16/fp16
+                hx = pool_spans(mid, x_start, x_end)
+                hy = pool_spans(mid, y_start, y_end)
+                if self.loss_cfg.ctr_gather:
+                    hy_all, pos = gather_with_grad(hy)
+                    result["ctr"] = info_nce(
+                        hx, hy_all, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric, positive_index=pos,
+                        center=self.loss_cfg.ctr_center,
+                    )
+                else:
+                    result["ctr"] = info_nce(hx, hy, self.loss_cfg.tau, self.loss_cfg.ctr_symmetric, center=self.loss_cfg.ctr_center)
+            if self.use_lam:
+                # Positions shifted by one: the states that predict the sentence's tokens (reference).
+                last = last_states.float()
+                sx = pool_spans(last, x_start, x_end, shift=1)
+                sy = pool_spans(last, y_start, y_end, shift=1)
+                states = torch.cat([sx, sy], dim=0)
+                ids = torch.cat([src_lang, tgt_lang], dim=0)
+                result["lam"] = language_matching_loss(states, ids, self.lam_head)
         return result
 
     # Gradient checkpointing and friends are the LM's business.

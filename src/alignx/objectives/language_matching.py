@@ -11,16 +11,21 @@ class LanguageMatchingHead(nn.Module):
     """2-layer gated MLP on [s_i ; s_j] (2H -> width -> 2, no bias), as in the reference.
 
     logits = down(silu(gate(z)) * up(z)), z = [s_i ; s_j]. It is trained with the model and
-    discarded at inference. Weights stay fp32 whatever the model dtype.
+    discarded at inference. Weights stay fp32 whatever the model dtype. ``init_std`` > 0 draws the
+    weights from N(0, init_std) as HF initialises linear layers (reference 0.02); 0 keeps PyTorch's
+    default (Kaiming-uniform).
     """
 
-    def __init__(self, hidden_size: int, width: int = 128) -> None:
+    def __init__(self, hidden_size: int, width: int = 128, init_std: float = 0.02) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.width = width
         self.gate = nn.Linear(2 * hidden_size, width, bias=False)
         self.up = nn.Linear(2 * hidden_size, width, bias=False)
         self.down = nn.Linear(width, 2, bias=False)
+        if init_std > 0:
+            for layer in (self.gate, self.up, self.down):
+                nn.init.normal_(layer.weight, mean=0.0, std=init_std)
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
         """pair: [..., 2H] -> logits [..., 2]."""
@@ -44,16 +49,9 @@ def language_matching_loss(states: torch.Tensor, lang_ids: torch.Tensor, head: L
     states: [S, H] pooled last-layer states of every x and y in the batch (S = 2B).
     lang_ids: [S] integer language ids. Label of pair (i, j) is 1 if lang_ids[i] == lang_ids[j].
     Returns the mean over all S*S pairs (self-pairs included, as in the reference), a scalar.
+    Computed in fp32 even under autocast (the head's weights are fp32).
     """
-    logits = head.all_pairs(states.float())  # [S, S, 2]
-    labels = (lang_ids.unsqueeze(1) == lang_ids.unsqueeze(0)).long()  # [S, S]
-    return F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
-
-
-def language_matching_loss_naive(states: torch.Tensor, lang_ids: torch.Tensor, head: LanguageMatchingHead) -> torch.Tensor:
-    """Same as :func:`language_matching_loss` but builds the [S, S, 2H] concatenations (for tests)."""
-    S = states.shape[0]
-    s = states.float()
-    pairs = torch.cat([s.unsqueeze(1).expand(S, S, -1), s.unsqueeze(0).expand(S, S, -1)], dim=-1)
-    labels = (lang_ids.unsqueeze(1) == lang_ids.unsqueeze(0)).long()
-    return F.cross_entropy(head(pairs).reshape(-1, 2), labels.reshape(-1))
+    with torch.autocast(device_type=states.device.type, enabled=False):
+        logits = head.all_pairs(states.float())  # [S, S, 2]
+        labels = (lang_ids.unsqueeze(1) == lang_ids.unsqueeze(0)).long()  # [S, S]
+        return F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
