@@ -63,6 +63,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-6},
         "batch": 4, "seq": 256,
     },
+    # Test-sized (tests/test_benchmark_cpu.py checks the reported losses against the spec's computation).
+    "micro": {
+        "model": {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+                  "intermediate_size": 128, "vocab_size": 1024, "tie_word_embeddings": True,
+                  "max_position_embeddings": 512, "rope_theta": 10000.0, "rms_norm_eps": 1e-6},
+        "batch": 4, "seq": 64,
+    },
 }
 
 VARIANTS = {
@@ -192,6 +199,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     batches = synthetic_batches(min(4, args.warmup + args.steps), args.batch, args.seq, vocab, seed=args.seed)
     batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
 
+    terms: list[dict[str, float]] = []  # per-term losses of each AlignX step (checked against the spec in tests)
+
     def step(batch: dict[str, torch.Tensor]) -> float:
         if variant == "a":
             out = step_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -200,6 +209,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             out = step_model(**batch)
             loss = combine_losses(out, loss_cfg.lambda_ctr, loss_cfg.lambda_lam, None, 1, 1)
+            terms.append({"ntp": float(out["ntp_sum"].detach() / out["ntp_count"]), "ctr": float(out["ctr"].detach()),
+                          "lam": float(out["lam"].detach())})
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -253,6 +264,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "mfu_excl_head": flops["flops_per_token_excl_head"] * tokens_per_s / peak_flops if peak_flops else None,
         "memory": memory,
         "loss_first": losses[0],
+        "terms_first": terms[0] if terms else None,
         "loss_last": losses[-1],
         "losses_finite": all(math.isfinite(v) for v in losses),
         "flops": flops,
