@@ -108,6 +108,20 @@ def test_compare_pools_seeds_and_reports_intervals(tmp_path: Path):
     assert (tmp_path / "differences.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_compare_in_progress_experiment_uses_what_exists(tmp_path: Path):
+    _arm(tmp_path, "ax_s0", {"de": "1111"}, ["x", "y", "z"], [1.0, 1.0, 1.0])
+    _arm(tmp_path, "cpt", {"de": "0000"}, ["x", "y", "z"], [1.0, 1.0, 1.0])
+    (tmp_path / "ax_s1").mkdir()  # training, no results yet
+    cfg = load_config(CompareConfig, overrides={
+        "runs_dir": str(tmp_path), "groups": {"ax": ["ax_s0", "ax_s1", "ax_s2"]}, "pairs": ["ax:cpt", "sft:cpt"],
+        "analyses": {"x": "analysis.json"}, "n_boot": 100, "layer": 0,
+    })
+    res = compare(cfg)
+    mexa = next(r for r in res["differences"] if r["metric"].startswith("MEXA"))
+    assert mexa["delta"] == pytest.approx(100.0) and mexa["a_seeds"] == [100.0]  # only ax_s0 has results
+    assert any("ax_s2" in n for n in res["notes"]) and any(n.startswith("sft:cpt: skipped") for n in res["notes"])
+
+
 def test_compare_refuses_arms_analysed_on_different_sentences(tmp_path: Path):
     _arm(tmp_path, "a", {"de": "11"}, ["x", "y", "z"], [1.0, 1.0, 1.0])
     _arm(tmp_path, "b", {"de": "01"}, ["x", "y", "z"], [1.0, 1.0, 1.0])

@@ -83,9 +83,11 @@ def _mexa_metric(
 ) -> tuple[list[str], list[list[float]], list[list[float]], list[float], list[float]] | None:
     """Languages both sides have; seed-pooled per-pair outcomes of A and of B (strata = languages); each
     seed's mean MEXA for A and for B. None when an arm lacks per-pair data."""
-    per_arm = [a.mexa_items(label, pooling, layer) for a in [*a_arms, *b_arms]]
-    if any(p is None for p in per_arm):
+    a_arms = [a for a in a_arms if a.mexa_items(label, pooling, layer) is not None]
+    b_arms = [a for a in b_arms if a.mexa_items(label, pooling, layer) is not None]
+    if not a_arms or not b_arms:
         return None
+    per_arm = [a.mexa_items(label, pooling, layer) for a in [*a_arms, *b_arms]]
     langs = sorted(set.intersection(*(set(p) for p in per_arm)))  # type: ignore[arg-type]
     for lang in langs:
         if len({p[lang][0] for p in per_arm}) != 1:  # type: ignore[index]
@@ -109,7 +111,8 @@ def _directions(arms: list[Arm]) -> list[str]:
 
 def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[list[Any], list[float]] | None:
     """key 'chrf_stats' -> seed-summed [N, 24] per direction; 'off_target' -> seed-averaged flags per direction."""
-    if not dirs:
+    arms = [a for a in arms if all(d in (a.eval.get("translation") or {}) for d in dirs)]
+    if not dirs or not arms:
         return None
     strata = []
     for d in dirs:
@@ -123,8 +126,8 @@ def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[lis
 
 
 def _ppl_metric(arms: list[Arm], lang: str) -> tuple[np.ndarray, list[float]] | None:
-    entries = [(a.eval.get("perplexity") or {}).get(lang) for a in arms]
-    if any(e is None for e in entries):
+    entries = [e for a in arms if (e := (a.eval.get("perplexity") or {}).get(lang)) is not None]
+    if not entries:
         return None
     stats = np.sum([np.stack([e["items"]["nll"], e["items"]["tokens"]], axis=1) for e in entries], axis=0)  # type: ignore[index]
     return stats, [float(e["ppl"]) for e in entries]  # type: ignore[index]
@@ -136,17 +139,18 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     names = {n for p in cfg.pairs for n in p.split(":")}
     for n in names:
         members.setdefault(n, [n])
-    arms: dict[str, Arm] = {}
-    for group in names:
-        for arm in members[group]:
-            if not (root / arm).is_dir():
-                raise ConfigError(f"{root / arm}: no such arm directory (group {group})")
-            arms.setdefault(arm, Arm(root / arm, cfg))
+    # An experiment in progress has arms without (all) results yet: each metric uses the arms of a group that
+    # have its data, and what is missing is listed in the notes.
+    arms = {arm: Arm(root / arm, cfg) for g in names for arm in members[g] if (root / arm).is_dir()}
+    notes = [f"{arm}: no directory in {root}" for arm in sorted({a for g in names for a in members[g]} - set(arms))]
     rows: list[dict[str, Any]] = []
     spreads: dict[str, dict[str, Any]] = {}
     for pair in cfg.pairs:
         ga, gb = pair.split(":")
-        A, B = [arms[n] for n in members[ga]], [arms[n] for n in members[gb]]
+        A, B = [arms[n] for n in members[ga] if n in arms], [arms[n] for n in members[gb] if n in arms]
+        if not A or not B:
+            notes.append(f"{pair}: skipped, {ga if not A else gb} has no arm directory")
+            continue
         layer = cfg.layer if cfg.layer >= 0 else B[0].recommended_layer()
         if layer is None:
             raise ConfigError(f"layer: {gb} has no analysis to take the recommended layer from; set layer=N")
@@ -183,6 +187,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "interval": "paired bootstrap over items (sentences / pairs), percentile, 95%",
         "differences": rows,
         "seed_spread": spreads,
+        "notes": notes,
     }
     out = Path(cfg.output_dir or root)
     write_json(out / "comparison.json", result)
@@ -216,7 +221,10 @@ def markdown(result: dict[str, Any]) -> str:
         if math.isnan(r["delta"]):
             delta = "n/a"
         lines.append(f"| {r['a']} vs {r['b']} | {r['metric']} | {_spread_text(r['a_seeds'])} | {_spread_text(r['b_seeds'])} | {delta} | {r['n']} | {sig} |")
-    return "\n".join(lines) + "\n\nSeed spread: mean ± sample sd over the arms of a group. Intervals: " + result["interval"] + ".\n"
+    text = "\n".join(lines) + "\n\nSeed spread: mean ± sample sd over the arms of a group. Intervals: " + result["interval"] + ".\n"
+    if result.get("notes"):
+        text += "\n" + "\n".join(f"- {n}" for n in result["notes"]) + "\n"
+    return text
 
 
 def main(cfg: CompareConfig) -> dict[str, Any]:
