@@ -17,6 +17,12 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def wait_for_everyone() -> None:
+    """Barrier across ranks (nothing outside a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 class _GatherRows(torch.autograd.Function):
     """all_gather of equal-size row blocks whose backward sums every rank's gradient for this rank's block.
 
