@@ -81,6 +81,12 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.r <= 0:
             raise ConfigError(f"lora.r must be positive, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"lora.alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules.strip(" ,"):
+            raise ConfigError("lora.target_modules is empty: give module names (e.g. q_proj,v_proj) or all-linear")
 
 
 @dataclass
@@ -116,6 +122,10 @@ class LossConfig:
             raise ConfigError(f"loss.lam_width must be positive, got {self.lam_width}")
         if self.lam_init_std < 0:
             raise ConfigError(f"loss.lam_init_std must be >= 0, got {self.lam_init_std}")
+        if self.align_layer < -1 or self.align_layer == 0:
+            raise ConfigError(f"loss.align_layer must be -1 (middle layer) or a layer >= 1, got {self.align_layer}")
+        if self.ntp_chunk_size < 0:
+            raise ConfigError(f"loss.ntp_chunk_size must be >= 0 (0: no chunking), got {self.ntp_chunk_size}")
 
 
 @dataclass
@@ -154,18 +164,21 @@ class DataConfig:
             raise ConfigError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
         if self.max_length < 2:
             raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
-        names = {k: k for k in ("src_name", "tgt_name", "src_lang", "tgt_lang")}
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ConfigError(f"data.max_pairs must be >= 1 (or none for all), got {self.max_pairs}")
+        # The values a template meets when rows are rendered (a field's format spec or attribute is checked too).
+        names = {"src_name": "English", "tgt_name": "German", "src_lang": "en", "tgt_lang": "de"}
         try:
             self.translation_instruction.format(**names)
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"data.translation_instruction: unknown field or stray brace ({e}); fields: {', '.join(names)}") from None
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+            raise ConfigError(f"data.translation_instruction: unknown field or stray brace ({e!r}); fields: {', '.join(names)}") from None
         if self.template not in TEMPLATE_PRESETS:
             if self.template.count("{src}") != 1:
                 raise ConfigError("data.template must be alpaca, chat, or a text with {src} exactly once")
             try:
-                self.template.replace("{src}", "").format(instruction="", **names)
-            except (KeyError, IndexError, ValueError) as e:
-                raise ConfigError(f"data.template: unknown field or stray brace ({e}); fields: src, instruction, {', '.join(names)}") from None
+                self.template.replace("{src}", "").format(instruction="Translate.", **names)
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
+                raise ConfigError(f"data.template: unknown field or stray brace ({e!r}); fields: src, instruction, {', '.join(names)}") from None
 
 
 @dataclass
@@ -189,6 +202,14 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError(f"optim.batch_size and optim.grad_accum must be >= 1, got {self.batch_size} and {self.grad_accum}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"optim.max_steps must be > 0, or -1 to train for optim.epochs; got {self.max_steps}")
+        if self.max_steps == -1 and not self.epochs > 0:
+            raise ConfigError(f"optim.epochs must be > 0 (or set optim.max_steps > 0); got {self.epochs}")
+        if not self.lr >= 0:
+            raise ConfigError(f"optim.lr must be >= 0, got {self.lr}")
+        if not self.weight_decay >= 0 or not self.max_grad_norm >= 0:
+            raise ConfigError(f"optim.weight_decay and optim.max_grad_norm must be >= 0, got {self.weight_decay} and {self.max_grad_norm}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.warmup_steps < 0:
@@ -207,13 +228,60 @@ class TrainConfig:
     logging_steps: int = opt(10, "log every N optimiser steps")
     save_steps: int = opt(500, "checkpoint every N optimiser steps")
     save_total_limit: int = opt(2, "keep at most this many checkpoints")
-    resume: str | None = opt(None, "resume from a checkpoint dir, or 'latest' for the newest in output_dir")
+    resume: str | None = opt(
+        None, "resume from a checkpoint dir, or 'latest' for the newest complete checkpoint in output_dir written with these settings"
+    )
+    overwrite_output_dir: bool = opt(
+        False, "replace the training outputs of another run in output_dir (without it a fresh run refuses such a directory)"
+    )
     report_to: str = opt("tensorboard", "comma-separated trackers: tensorboard|wandb|none")
     num_workers: int = opt(0, "dataloader workers")
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
+        if not self.output_dir:
+            raise ConfigError("output_dir is empty: give the directory the run writes to")
+        if self.logging_steps < 1 or self.save_steps < 1 or self.save_total_limit < 1:
+            raise ConfigError(
+                f"logging_steps, save_steps and save_total_limit must be >= 1, got {self.logging_steps}, {self.save_steps}, {self.save_total_limit}"
+            )
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.resume == "":
+            self.resume = None
+        if self.resume and self.overwrite_output_dir:
+            raise ConfigError("resume and overwrite_output_dir=true exclude each other: resume continues a run, overwrite replaces it")
+
+
+# Settings that say how to run or where to write, not what is trained: a run resumed or compared with
+# other values of these is still the same run.
+RUN_CONTROL = ("resume", "overwrite_output_dir")
+OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit")
+
+
+def run_settings(cfg: TrainConfig | dict[str, Any], ignore: tuple[str, ...] = OPERATIONAL) -> dict[str, Any]:
+    """The settings that define what a training run computes: a config (or its ``to_dict``) without ``ignore``."""
+    values = json.loads(json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg)))  # plain JSON types, as read back
+    for key in ignore:
+        values.pop(key, None)
+    return values
+
+
+def settings_diff(recorded: dict[str, Any], current: dict[str, Any], limit: int = 3) -> str:
+    """``key: recorded -> current`` for the first differing dotted settings (for one-line messages)."""
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix[:-1]}: {json.dumps(a, ensure_ascii=False)} -> {json.dumps(b, ensure_ascii=False)}")
+
+    walk(recorded, current, "")
+    more = f" (+{len(diffs) - limit} more)" if len(diffs) > limit else ""
+    return "; ".join(diffs[:limit]) + more
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,8 +446,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    from alignx.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -108,7 +108,7 @@ def _token_span(offsets: list[tuple[int, int]], lo: int, hi: int) -> tuple[int, 
 
 def _eos(tokenizer: Any) -> int:
     if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; set one (tokenizer.eos_token) before training")
+        raise ConfigError("the tokenizer has no EOS token; give a tokenizer that has one (model.tokenizer)")
     return int(tokenizer.eos_token_id)
 
 
@@ -138,7 +138,7 @@ def render_translation(
     are counted in ``stats``. Labels: every token (``loss_on_prompt``) or y and what follows it.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("alignx needs a fast (Rust) tokenizer to locate the x/y token spans")
+        raise ConfigError("alignx needs a fast (Rust) tokenizer to locate the x/y token spans; give one with model.tokenizer")
     text, (x_lo, x_hi), (y_lo, y_hi), add_special = translation_text(pair, tokenizer, template, instruction)
     enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
     ids: list[int] = list(enc["input_ids"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +53,101 @@ def resolve_path(name_or_path: str) -> tuple[str, str | None]:
     return name_or_path, None
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+# Weight files a local Hugging Face model directory holds (one of them).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_path(cfg: ModelConfig) -> Any:
+    """The HF config of ``model.name_or_path``, or a one-line ConfigError saying why it is not a causal LM.
+
+    Cheap (reads config.json and the safetensors headers, loads no weights), so every command calls it
+    before any work or write."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if not cfg.name_or_path:
+        raise ConfigError("model.name_or_path is empty: give a hub id, a local model directory or packaged:<name>")
+    where = f"model.name_or_path={cfg.name_or_path}"
+    path, gguf = resolve_path(cfg.name_or_path)
+    gguf = gguf or cfg.gguf_file
+    local = Path(path)
+    if local.exists():
+        if not local.is_dir():
+            raise ConfigError(f"{where}: a file, not a model directory; give the directory holding config.json and the weights")
+        if gguf:
+            if not (local / gguf).is_file():
+                raise ConfigError(f"model.gguf_file={gguf}: no such file in {local}")
+        else:
+            if not (local / "config.json").is_file():
+                raise ConfigError(f"{where}: no config.json, so not a Hugging Face model directory")
+            if not any((local / f).is_file() for f in WEIGHT_FILES):
+                raise ConfigError(f"{where}: no weights ({', '.join(WEIGHT_FILES)})")
+            _check_safetensors(local)
+    elif path.startswith((".", "/", "~")) or path.count("/") > 1:  # a path, not a hub id (owner/name)
+        raise ConfigError(f"{where}: no such directory")
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the input is at fault: one line
+        hint = "" if local.exists() else " (not a local directory; a hub id needs the network or the HF cache)"
+        raise ConfigError(f"{where}: cannot read the model config{hint}: {_first_line(e)}") from None
+    remote = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (remote and cfg.trust_remote_code):
+        raise ConfigError(f"{where}: a {config.model_type!r} model, which transformers cannot load as a causal LM")
+    return config
+
+
+def _check_safetensors(model_dir: Path) -> None:
+    """Every *.safetensors file has a readable header (a truncated or foreign file fails here, not mid-load)."""
+    from safetensors import safe_open
+
+    for f in sorted(model_dir.glob("*.safetensors")):
+        try:
+            with safe_open(f, framework="pt") as fh:
+                fh.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+            raise ConfigError(f"{f}: not a readable safetensors file ({_first_line(e)}); re-save or re-download the model") from None
+
+
+def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | None = None, align_layer: int | None = None,
+                         max_length: int | None = None) -> None:
+    """Settings transformers or peft would reject only after loading the weights, checked on a weightless
+    (meta-device) copy of the model: attention kernel, gradient checkpointing, LoRA targets, align layer."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
+    try:
+        with torch.device("meta"):
+            meta = AutoModelForCausalLM.from_config(config, **kwargs)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"model.attn_implementation={model.attn_implementation}: {_first_line(e)}") from None
+    if model.gradient_checkpointing and not getattr(meta, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"model.gradient_checkpointing=true: {type(meta).__name__} does not support it; set it to false")
+    if align_layer is not None:
+        try:
+            resolve_align_layer(meta, align_layer)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if max_length is not None:
+        limit = next((getattr(text_config(meta), k) for k in ("max_position_embeddings", "n_positions") if isinstance(getattr(text_config(meta), k, None), int)), None)
+        if limit is not None and max_length > limit:
+            raise ConfigError(f"data.max_length={max_length} exceeds the model's {limit} positions; lower data.max_length")
+    if lora is not None and lora.enabled:
+        try:
+            apply_lora(meta, lora)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"lora.target_modules={lora.target_modules}: {_first_line(e)}") from None
+
+
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
     from transformers import AutoTokenizer
 
@@ -60,7 +156,11 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
     gguf = gguf or (cfg.gguf_file if not cfg.tokenizer else None)
     if gguf:
         kwargs["gguf_file"] = gguf
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except Exception as e:  # noqa: BLE001 - a directory without a usable tokenizer: one line
+        key = "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
+        raise ConfigError(f"{key}={cfg.tokenizer or cfg.name_or_path}: cannot load a tokenizer: {_first_line(e)}") from None
     if tok.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding positions are masked everywhere.
         tok.pad_token = tok.eos_token
@@ -72,15 +172,17 @@ def load_model(cfg: ModelConfig) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     if not cfg.name_or_path:
-        raise ValueError("model.name_or_path is empty: give a hub id, a local directory or packaged:<name>")
+        raise ConfigError("model.name_or_path is empty: give a hub id, a local directory or packaged:<name>")
     path, gguf = resolve_path(cfg.name_or_path)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if gguf or cfg.gguf_file:
         kwargs["gguf_file"] = gguf or cfg.gguf_file
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    return model
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:  # not a model / corrupt weights: one line (ALIGNX_DEBUG=1 shows the traceback)
+        raise ConfigError(f"model.name_or_path={cfg.name_or_path}: cannot load the model: {_first_line(e)}") from e
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> tuple[nn.Module, Any]:
