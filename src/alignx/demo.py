@@ -81,6 +81,7 @@ def _stage_config(cfg: DemoConfig, stage: int, model: str, out: Path, data: dict
             "logging_steps": 5,
             "save_steps": 10_000,
             "report_to": "tensorboard",
+            "overwrite_output_dir": True,  # a second demo replaces the first one's stages
             **data,
         },
     )

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignx.config import TrainConfig, opt, section, to_dict
+from alignx.config import RUN_CONTROL, TrainConfig, opt, run_settings, section
+from alignx.train import outputs
 from alignx.train import stage as train_stage
 from alignx.utils import read_json
 
@@ -31,25 +32,41 @@ class PipelineConfig:
     output_dir: str = opt("runs/alignx", "root of both stages' outputs")
     run_stage1: bool = opt(True, "run stage 1 (false: SFT-only arm)")
     run_stage2: bool = opt(True, "run stage 2")
-    skip_finished: bool = opt(False, "skip a stage whose train_summary.json records exactly this stage's settings and whose final/ exists (how experiments resume)")
+    skip_finished: bool = opt(
+        False,
+        "skip a stage whose train_summary.json records exactly this stage's settings and whose final/ exists, and resume "
+        "(resume=latest) a stage a stopped session left unfinished with these settings (how experiments resume)",
+    )
     stage1: TrainConfig = section(TrainConfig, "stage 1 settings (stage is forced to 1)")
     stage2: TrainConfig = section(_stage2_default, "stage 2 settings (stage is forced to 2; model defaults to stage 1's final model)")
 
 
 def _finished(cfg: TrainConfig) -> dict[str, Any] | None:
-    """The summary of an earlier, complete run of exactly these settings, else None."""
+    """The summary of an earlier, complete run of exactly these settings, else None.
+
+    "Exactly" ignores only resume and overwrite_output_dir, which say how a run is started, not what it trains."""
     path = Path(cfg.output_dir) / "train_summary.json"
     if not path.exists():
         return None
     done = read_json(path)
-    if done.get("config") != to_dict(cfg) or not (Path(done.get("final_model", "")) / "config.json").exists():
+    same = isinstance(done.get("config"), dict) and run_settings(done["config"], RUN_CONTROL) == run_settings(cfg, RUN_CONTROL)
+    if not same or not (Path(done.get("final_model", "")) / "config.json").exists():
         return None
     log.info("stage %d: already finished with these settings (%s), skipping", cfg.stage, path)
     return done
 
 
 def _run(cfg: TrainConfig, skip_finished: bool) -> dict[str, Any]:
-    return (_finished(cfg) if skip_finished else None) or train_stage.main(cfg)
+    if skip_finished:
+        done = _finished(cfg)
+        if done:
+            return done
+        started = outputs.read_record(cfg.output_dir)
+        if cfg.resume is None and not cfg.overwrite_output_dir and started and started.get("settings") == run_settings(cfg):
+            log.info("stage %d: resuming the unfinished run in %s", cfg.stage, cfg.output_dir)
+            cfg = copy.deepcopy(cfg)
+            cfg.resume = "latest"
+    return train_stage.main(cfg)
 
 
 def main(cfg: PipelineConfig) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""`alignx train`: stage 1 (NTP + L_CTR + L_LAM on translation instructions) or stage 2 (instruction SFT)."""
+"""`alignx train`: stage 1 (NTP + L_CTR + L_LAM on translation instructions) or stage 2 (instruction SFT).
+
+Output directory (see :mod:`alignx.train.outputs`): ``alignx_run.json`` (the run's record),
+``alignx_train.yaml``, ``checkpoint-N/``, ``final/`` (and ``final_adapter/`` with LoRA), ``train_summary.json``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_callback import TrainerState
 
 from alignx.config import ConfigError, TrainConfig, save_config, to_dict
 from alignx.data.readers import ReadStats, read_instructions, read_parallel
@@ -22,10 +27,12 @@ from alignx.data.render import (
     render_translation,
     subsample,
 )
+from alignx.distributed import wait_for_everyone
 from alignx.model import load as mload
 from alignx.model.alignx_model import AlignXModel
+from alignx.train import outputs
 from alignx.train.trainer import AlignXTrainer
-from alignx.utils import environment, write_json
+from alignx.utils import commit_dir, environment, output_lock, remove_path, remove_stale, staging_path, write_json
 
 log = logging.getLogger("alignx.train")
 
@@ -63,7 +70,8 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dic
                     examples.append(ex)
     if not examples:
         need = "data.parallel" if cfg.stage == 1 else "data.instructions or data.parallel"
-        raise ValueError(f"stage {cfg.stage} has no training rows: give {need} (read {rstats.summary()}, rendered {rend.summary()})")
+        raise ConfigError(f"stage {cfg.stage} has no training rows: give {need} (read {rstats.summary()}, rendered {rend.summary()}); "
+                          "check data.max_length and data.on_bad_row")
     counts = {
         "rows_read": rstats.read,
         "rows_skipped": dict(rstats.skipped),
@@ -117,35 +125,98 @@ def training_arguments(cfg: TrainConfig) -> Any:
         raise ConfigError(f"optim: {e}".splitlines()[0]) from None
 
 
-def resolve_resume(cfg: TrainConfig) -> str | None:
-    if not cfg.resume:
-        return None
-    if cfg.resume == "latest":
-        from transformers.trainer_utils import get_last_checkpoint
+def check_training_settings(args: Any) -> None:
+    """Settings the Trainer would reject only once training starts: the optimiser (its package), the lr
+    schedule (its required arguments) and the trackers of ``report_to`` (installed or not)."""
+    from transformers import Trainer, get_scheduler
+    from transformers.integrations import get_reporting_integration_callbacks
 
-        last = get_last_checkpoint(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
-        if last is None:
-            log.info("resume=latest: no checkpoint in %s, starting fresh", cfg.output_dir)
-        return last
-    if not os.path.isdir(cfg.resume):
-        raise FileNotFoundError(f"resume: checkpoint directory {cfg.resume} not found")
-    return cfg.resume
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"optim.optimizer={args.optim.value}: {mload._first_line(e)}") from None
+    probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    try:
+        get_scheduler(args.lr_scheduler_type, probe, num_warmup_steps=1, num_training_steps=10, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    except (ImportError, ValueError, TypeError) as e:
+        raise ConfigError(f"optim.scheduler={args.lr_scheduler_type.value}: {mload._first_line(e)}") from None
+    try:
+        for callback in get_reporting_integration_callbacks(args.report_to):
+            callback()
+    except (ImportError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"report_to={','.join(args.report_to)}: {mload._first_line(e)}; or set report_to=none") from None
+
+
+def check_data_paths(cfg: TrainConfig) -> None:
+    """Every data file exists and is a non-empty file (or a Moses prefix), before anything is read."""
+    from alignx.data.readers import DataError, check_data_file, moses_files
+
+    d = cfg.data
+    if cfg.stage == 1 and not d.parallel:
+        raise ConfigError("stage 1 has no training rows: give data.parallel")
+    if cfg.stage == 2 and not d.parallel and not d.instructions:
+        raise ConfigError("stage 2 has no training rows: give data.instructions or data.parallel")
+    for path in d.parallel:
+        if not Path(path).exists() and moses_files(Path(path)) is not None:
+            continue
+        try:
+            check_data_file(path)
+        except DataError as e:
+            raise DataError(f"data.parallel: {e}") from None
+    for path in d.instructions:
+        try:
+            check_data_file(path)
+        except DataError as e:
+            raise DataError(f"data.instructions: {e}") from None
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one training stage; returns the summary also written to ``<output_dir>/train_summary.json``."""
+    """Run one training stage; returns the summary also written to ``<output_dir>/train_summary.json``.
+
+    Every input is checked before the first write: settings, the model path and what transformers would say
+    about the model settings (on a weightless copy), the tokenizer and the data files. Then the run locks its
+    output directory and claims it (:mod:`alignx.train.outputs`), reads and renders the data, and only then
+    writes: its record, checkpoints (atomic), ``final/`` (atomic), ``train_summary.json`` (atomic, last).
+    """
     from transformers.trainer_utils import set_seed
 
     set_seed(cfg.optim.seed)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Without this, accelerate treats each CPU process as its own single-process run.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    args = training_arguments(cfg)  # bad optimisation/precision settings fail before any work
+    args = training_arguments(cfg)
+    check_training_settings(args)
+    model_config = mload.check_model_path(cfg.model)
+    mload.check_model_settings(model_config, cfg.model, cfg.lora, cfg.loss.align_layer, cfg.data.max_length)
     tokenizer = mload.load_tokenizer(cfg.model, padding_side="right")
-    dataset, counts = build_dataset(cfg, tokenizer)  # bad data fails here, before anything is written
+    check_data_paths(cfg)
+    outputs.check_resume_path(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "alignx_train.yaml")
+    main_process = args.should_save
+    with output_lock(out, "train", enabled=main_process):
+        granted = outputs.claim(cfg)
+        dataset, counts = build_dataset(cfg, tokenizer)  # bad rows fail here, before anything is written
+        record = outputs.make_record(cfg, dataset.examples)
+        resume = outputs.choose_checkpoint(cfg, granted, record)
+        wait_for_everyone()  # every rank decided before the main process changes the directory
+        if main_process:
+            stale = remove_stale(out)
+            for partial in outputs.incomplete_checkpoints(out):
+                remove_path(partial)
+                stale.append(partial.name)
+            if stale:
+                log.info("removed what killed runs left in %s: %s", out, ", ".join(stale))
+            if granted.replace:
+                log.warning("overwrite_output_dir: replacing %s in %s", ", ".join(outputs.clear_outputs(out)), out)
+            if resume is None:
+                write_json(out / outputs.RUN_RECORD, record)
+            save_config(cfg, out / outputs.CONFIG_FILE)
+        return _train(cfg, args, tokenizer, dataset, counts, record, resume)
+
+
+def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: ExampleDataset, counts: dict[str, Any],
+           record: dict[str, Any], resume: str | None) -> dict[str, Any]:
+    out = Path(cfg.output_dir)
     lm = mload.load_model(cfg.model)
     if getattr(lm.config, "pad_token_id", None) is None:
         lm.config.pad_token_id = tokenizer.pad_token_id
@@ -165,13 +236,16 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         processing_class=tokenizer,
         lambda_ctr=cfg.loss.lambda_ctr if model.use_ctr else 0.0,
         lambda_lam=cfg.loss.lambda_lam if model.use_lam else 0.0,
+        run_record=record,
     )
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resolve_resume(cfg))
+    resumed_at = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")).global_step if resume else 0
+    result = trainer.train(resume_from_checkpoint=resume)
     runtime = time.time() - start
+    trained = trainer.state.global_step - resumed_at
 
     final = out / "final"
-    export(trainer, model, tokenizer, cfg, final)
+    export(trainer, model, tokenizer, cfg, final, record)
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "kind": "train",
@@ -179,8 +253,10 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         "output_dir": str(out),
         "final_model": str(final),
         "steps": trainer.state.global_step,
+        "resumed_from": {"checkpoint": resume, "step": resumed_at} if resume else None,
         "runtime_s": round(runtime, 2),
-        "train_loss": result.training_loss,
+        # the Trainer's mean loss over the steps of this call; none were left when resuming at the last step
+        "train_loss": result.training_loss if trained > 0 else None,
         "final_losses": {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("loss")},
         "first_losses": {k: v for k, v in (history[0] if history else {}).items() if k.startswith("loss")},
         "history": history,
@@ -195,26 +271,41 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         "env": environment(),
     }
     if trainer.args.should_save:
-        write_json(out / "train_summary.json", summary)
+        write_json(out / outputs.SUMMARY, summary)  # last: its presence (with final/) marks a finished run
     return summary
 
 
-def export(trainer: AlignXTrainer, model: AlignXModel, tokenizer: Any, cfg: TrainConfig, final: Path) -> None:
-    """Write ``final/``: a plain HF model dir (merged when LoRA) + tokenizer + lam_head beside it."""
-    trainer.save_model(str(final))  # runs the engine's state-dict gathering on every rank
-    if not trainer.args.should_save:
+def export(trainer: AlignXTrainer, model: AlignXModel, tokenizer: Any, cfg: TrainConfig, final: Path,
+           record: dict[str, Any] | None = None) -> None:
+    """Write ``final/`` atomically: a plain HF model dir (merged when LoRA) + tokenizer + lam_head beside it.
+
+    Everything is built in ``.tmp-*`` siblings and renamed into place (LoRA: the adapter to
+    ``final_adapter/`` first, then the merged model to ``final/``), so ``final/`` is complete or absent."""
+    main_process = trainer.args.should_save
+    first = staging_path(final.parent / "final_adapter") if cfg.lora.enabled else staging_path(final)
+    if main_process:
+        remove_path(first)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(first))  # runs the engine's state-dict gathering on every rank
+    trainer.accelerator.wait_for_everyone()
+    if not main_process:
         return
-    save_config(cfg, final / "alignx_train.yaml")
-    if cfg.lora.enabled:
-        adapter_dir = final.parent / "final_adapter"
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        final.rename(adapter_dir)
-        if cfg.lora.merge_on_export:
-            merged = trainer.accelerator.unwrap_model(model).lm.merge_and_unload()
-            final.mkdir(parents=True, exist_ok=True)
-            merged.save_pretrained(str(final))
-            tokenizer.save_pretrained(str(final))
-            for name in ("lam_head.safetensors", "lam_head.json", "alignx_train.yaml"):
-                if (adapter_dir / name).exists():
-                    shutil.copy(adapter_dir / name, final / name)
+    save_config(cfg, first / outputs.CONFIG_FILE)
+    if record is not None:
+        write_json(first / outputs.RUN_RECORD, record)
+    if not cfg.lora.enabled:
+        commit_dir(first, final)
+        return
+    if cfg.lora.merge_on_export:
+        merged_dir = staging_path(final)
+        remove_path(merged_dir)
+        merged = trainer.accelerator.unwrap_model(model).lm.merge_and_unload()
+        merged.save_pretrained(str(merged_dir))
+        tokenizer.save_pretrained(str(merged_dir))
+        for name in ("lam_head.safetensors", "lam_head.json", outputs.CONFIG_FILE, outputs.RUN_RECORD):
+            if (first / name).exists():
+                shutil.copy(first / name, merged_dir / name)
+        commit_dir(first, final.parent / "final_adapter")
+        commit_dir(merged_dir, final)
+    else:
+        commit_dir(first, final.parent / "final_adapter")

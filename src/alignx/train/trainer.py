@@ -8,19 +8,28 @@ Loss normalisation (why gradient accumulation and data parallelism do not change
 - L_CTR and L_LAM are batch-level means (in-batch negatives / pairs): each micro-batch contributes
   its value / number of micro-batches, i.e. the step's loss is their mean over micro-batches and
   ranks. (Their value itself depends on the micro-batch size, which sets the negatives.)
+
+Checkpoints are atomic: the Trainer writes ``checkpoint-N`` inside a staging sibling
+(``.tmp-checkpoint-N/``), which is renamed into place once every rank has written its part, with the
+run's record (``alignx_run.json``: the settings it trains with) inside. So a ``checkpoint-N`` directory
+is always complete, and ``resume=latest`` can tell whose it is.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from alignx.model.alignx_model import HEAD_WEIGHTS, AlignXModel
+from alignx.train.outputs import RUN_RECORD
+from alignx.utils import TMP_PREFIX, commit_dir, write_json
 
 TERMS = ("ntp", "ctr", "lam")
 
@@ -47,11 +56,15 @@ class AlignXTrainer(Trainer):
     # compute_loss already divides by the number of micro-batches; the Trainer must not divide again.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args: Any, lambda_ctr: float = 0.0, lambda_lam: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lambda_ctr: float = 0.0, lambda_lam: float = 0.0, run_record: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lambda_ctr = lambda_ctr
         self.lambda_lam = lambda_lam
+        self.run_record = run_record
         self._sums: dict[str, torch.Tensor] = {}
+        self._staging_root: str | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         out = model(**inputs)
@@ -94,6 +107,43 @@ class AlignXTrainer(Trainer):
                 logs["loss_lam"] = round(s["lam"] / max(s["micro"], 1.0), 6)
             self._sums = {}
         super().log(logs, start_time)
+
+    # ---- resuming at the end ---------------------------------------------------------------
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):  # noqa: ANN001
+        epochs_trained, skip = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial)
+        if resume_from_checkpoint is not None and self.state.global_step >= max_steps:
+            # A checkpoint of the last step has nothing left to train. The Trainer checks max_steps only after
+            # a step, so it would train one step more; no epoch left to run means no step.
+            return num_train_epochs, 0
+        return epochs_trained, skip
+
+    # ---- atomic checkpoints -----------------------------------------------------------------
+
+    def _get_output_dir(self, trial: Any) -> str:
+        # While a checkpoint is saved, the Trainer's checkpoint-N (and its rotation) live in the staging root.
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        run_dir = super()._get_output_dir(trial)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging_root = os.path.join(run_dir, f"{TMP_PREFIX}{name}")
+        self._staging_root = staging_root
+        try:
+            super()._save_checkpoint(model, trial)  # -> <staging_root>/checkpoint-N, every rank its part
+            if self.args.should_save and self.run_record is not None:
+                write_json(os.path.join(staging_root, name, RUN_RECORD), self.run_record)
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                commit_dir(os.path.join(staging_root, name), os.path.join(run_dir, name))
+                os.rmdir(staging_root)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit, use_mtime=False)
+        except BaseException:
+            if self.args.should_save:
+                shutil.rmtree(staging_root, ignore_errors=True)  # e.g. a full disk: keep the complete checkpoints only
+            raise
+        finally:
+            self._staging_root = None
 
     # ---- checkpoints: a standard HF directory + the L_LAM head beside it --------------------
 
