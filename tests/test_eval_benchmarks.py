@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from alignx import languages
+from alignx.config import ConfigError
 from alignx.eval import benchmarks
 from alignx.eval.benchmarks import PLACEHOLDER, TASKS_DIR
 from conftest import tiny_lm
@@ -69,9 +70,9 @@ def test_resolve_task_names(tmp_path):
     rendered = benchmarks.render_tasks(FIX, tmp_path)
     local, stock = benchmarks.resolve_tasks(["alignx_xwinograd", "alignx_mc_de", "hellaswag", "alignx_mc_de"], rendered)
     assert local == ["alignx_xwinograd_en", "alignx_xwinograd_fr", "alignx_mc_de"] and stock == ["hellaswag"]
-    with pytest.raises(FileNotFoundError, match=r"alignx_xcopa_sw: data file not found: .*test.sw.jsonl"):
+    with pytest.raises(ConfigError, match=r"alignx_xcopa_sw: data file not found: .*test.sw.jsonl"):
         benchmarks.resolve_tasks(["alignx_xcopa_sw"], rendered)
-    with pytest.raises(FileNotFoundError, match="alignx_xcopa: no language has data"):
+    with pytest.raises(ConfigError, match="alignx_xcopa: no language has data"):
         benchmarks.resolve_tasks(["alignx_xcopa"], rendered)
     with pytest.raises(ValueError, match="unknown alignx task"):
         benchmarks.resolve_tasks(["alignx_nope"], rendered)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from alignx.config import ConfigError
 from alignx.eval import langid, translation
 from alignx.eval.translation import Pair
 
@@ -62,7 +63,7 @@ def test_bleu_tokenizer_fallback_when_flores_model_absent(monkeypatch, tmp_path)
     assert translation.resolve_bleu_tokenizer("auto", "ja") == "char"
     assert translation.resolve_bleu_tokenizer("auto", "th") == "char"
     assert translation.resolve_bleu_tokenizer("char", "de") == "char"
-    with pytest.raises(RuntimeError, match="sentencepiece"):
+    with pytest.raises(ConfigError, match="sentencepiece"):
         translation.resolve_bleu_tokenizer("flores101", "de")
     with pytest.raises(ValueError, match="bleu_tokenize"):
         translation.resolve_bleu_tokenizer("moses", "de")

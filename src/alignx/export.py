@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alignx.config import ConfigError, ModelConfig, opt
+from alignx.utils import atomic_dir, output_lock
 
 
 @dataclass
@@ -35,19 +36,21 @@ class ExportConfig:
 def main(cfg: ExportConfig) -> dict[str, Any]:
     from peft import PeftModel
 
-    from alignx.model.load import load_model, load_tokenizer
+    from alignx.model.load import check_model_path, load_model, load_tokenizer
 
     adapter = Path(cfg.adapter_dir)
     base = cfg.base_model or json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = load_model(ModelConfig(name_or_path=base, dtype=cfg.dtype))
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    tmp = Path(cfg.output_dir + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
+    base_cfg = ModelConfig(name_or_path=base, dtype=cfg.dtype)
+    check_model_path(base_cfg)
     tok_src = str(adapter) if (adapter / "tokenizer_config.json").exists() else base
-    load_tokenizer(ModelConfig(name_or_path=tok_src)).save_pretrained(tmp)
-    for name in ("lam_head.safetensors", "lam_head.json", "alignx_train.yaml"):
-        if (adapter / name).exists():
-            shutil.copy(adapter / name, tmp / name)
-    tmp.rename(cfg.output_dir)  # all or nothing
+    tokenizer = load_tokenizer(ModelConfig(name_or_path=tok_src))
+    dest = Path(cfg.output_dir)
+    # the lock is on the parent: the merged directory appears only when complete (all or nothing)
+    with output_lock(dest.parent, "export"), atomic_dir(dest) as tmp:
+        merged = PeftModel.from_pretrained(load_model(base_cfg), str(adapter)).merge_and_unload()
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name in ("lam_head.safetensors", "lam_head.json", "alignx_train.yaml"):
+            if (adapter / name).exists():
+                shutil.copy(adapter / name, tmp / name)
     return {"merged": cfg.output_dir, "base": base}

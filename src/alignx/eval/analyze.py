@@ -33,7 +33,7 @@ from alignx.eval.alignment import (
     pair_vs_random_cosine,
     retrieval_top1,
 )
-from alignx.utils import environment, write_json
+from alignx.utils import environment, output_lock, write_json
 
 # pivot sentence -> its translation, per language
 PairsByLang = dict[str, list[tuple[str, str]]]
@@ -391,7 +391,8 @@ def main(cfg: AnalyzeConfig) -> dict[str, Any]:
             model.to("cuda")
     elif on_cpu or cfg.device == "cpu":
         model.to(cfg.device)
-    result = analyze_model(model, tokenizer, pairs, cfg)
+    with output_lock(cfg.output_dir, "analyze"):  # analysis.json itself is written atomically
+        result = analyze_model(model, tokenizer, pairs, cfg)
     print(f"analyze: wrote {Path(cfg.output_dir) / 'analysis.json'}")
     print(f"analyze: {result['recommendation']}")
     return result

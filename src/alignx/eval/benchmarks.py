@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 
 from alignx import languages
+from alignx.config import ConfigError
+from alignx.data.readers import DataError, iter_lines
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,17 @@ PLACEHOLDER = "${ALIGNX_DATA_DIR}"
 PREFIX = "alignx_"
 MC_FILE_NAME = "mc_heldout.jsonl"
 _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
+# Fields every row of a benchmark's files must have: the ones its prompt (tasks/<b>/_template_yaml, the
+# per-language YAMLs and tasks/utils.py) reads. Checked before any model is loaded.
+BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
+    "belebele": ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4", "correct_answer_num"),
+    "mgsm": ("question", "answer_number"),
+    "pawsx": ("sentence1", "sentence2", "label"),
+    "xcopa": ("premise", "choice1", "choice2", "question", "label"),
+    "xnli": ("premise", "hypothesis", "label"),
+    "xstorycloze": ("input_sentence_1", "input_sentence_2", "input_sentence_3", "input_sentence_4", "sentence_quiz1", "sentence_quiz2", "answer_right_ending"),
+    "xwinograd": ("sentence", "option1", "option2", "answer"),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,33 +190,54 @@ def render_tasks(data_dir: str | Path | None, out_dir: str | Path, mc_file: str 
     return rendered
 
 
+def _json_rows(path: Path) -> Any:
+    """(file:line, object) for every non-blank line of a JSONL file; DataError naming file:line otherwise."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        yield where, row
+
+
 def read_mc_file(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Rows of a generic multiple-choice JSONL per language; errors name file:line."""
     by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-            choices, label = row.get("choices"), row.get("label")
-            if not isinstance(row.get("question"), str) or not isinstance(row.get("lang"), str):
-                raise ValueError(f"{where}: needs string fields 'lang' and 'question'")
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise ValueError(f"{where}: 'choices' must be a list of at least 2 strings")
-            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-                raise ValueError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
-            try:
-                lang = languages.normalize(row["lang"])
-            except languages.UnknownLanguageError as e:
-                raise ValueError(f"{where}: {e}") from None
-            by_lang[lang].append({"question": row["question"], "choices": choices, "label": label})
+    for where, row in _json_rows(Path(path)):
+        choices, label = row.get("choices"), row.get("label")
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("lang"), str):
+            raise DataError(f"{where}: needs string fields 'lang' and 'question' (rows {{lang, question, choices, label}})")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise DataError(f"{where}: 'choices' must be a list of at least 2 strings")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+            raise DataError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
+        try:
+            lang = languages.normalize(row["lang"])
+        except languages.UnknownLanguageError as e:
+            raise DataError(f"{where}: {e}") from None
+        by_lang[lang].append({"question": row["question"], "choices": choices, "label": label})
     if not by_lang:
-        raise ValueError(f"{path}: no rows")
+        raise DataError(f"{path}: no rows")
     return dict(by_lang)
+
+
+def check_task_files(task_yaml: Path, fields: Sequence[str]) -> None:
+    """Every row of every data file a rendered task YAML names is a JSON object with ``fields``."""
+    files = _load(task_yaml).get("dataset_kwargs", {}).get("data_files", {})
+    for path in files.values():
+        n = 0
+        for where, row in _json_rows(Path(path)):
+            missing = [f for f in fields if f not in row]
+            if missing:
+                raise DataError(f"{where}: missing field(s) {', '.join(missing)} (rows of {task_yaml.parent.name} need {', '.join(fields)})")
+            n += 1
+        if not n:
+            raise DataError(f"{path}: no rows")
 
 
 def _render_mc(mc_file: Path, out: Path, rendered: RenderedTasks) -> None:
@@ -243,7 +277,7 @@ def resolve_tasks(names: Sequence[str], rendered: RenderedTasks) -> tuple[list[s
             runnable = [t for t in rendered.groups[name] if t in rendered.available]
             if not runnable:
                 why = "no mc file given" if name == "alignx_mc" else next(iter(rendered.missing[t] for t in rendered.groups[name]), "")
-                raise FileNotFoundError(f"{name}: no language has data ({why})")
+                raise ConfigError(f"tasks: {name}: no language has data ({why}); check benchmark_data_dir / mc_file")
             skipped = [t for t in rendered.groups[name] if t not in rendered.available]
             if skipped:
                 shown = ", ".join(_lang_of(t) for t in skipped[:12]) + (", ..." if len(skipped) > 12 else "")
@@ -252,13 +286,34 @@ def resolve_tasks(names: Sequence[str], rendered: RenderedTasks) -> tuple[list[s
         elif name in rendered.available:
             local.append(name)
         elif name in rendered.missing:
-            raise FileNotFoundError(f"{name}: {rendered.missing[name]}")
+            raise ConfigError(f"tasks: {name}: {rendered.missing[name]}; check benchmark_data_dir")
         elif name.startswith(PREFIX):
             known = ", ".join(sorted(rendered.groups))
-            raise ValueError(f"unknown alignx task {name!r}: groups are {known} (or <group>_<lang>)")
+            raise ConfigError(f"tasks: unknown alignx task {name!r}: groups are {known} (or <group>_<lang>)")
         else:
             stock.append(name)
     return list(dict.fromkeys(local)), list(dict.fromkeys(stock))
+
+
+def check_benchmarks(tasks: Sequence[str], data_dir: str | Path | None, mc_file: str | Path | None = None) -> None:
+    """Everything :func:`run_benchmarks` would find wrong only after loading the model: task names,
+    missing data, rows without the fields a prompt reads, and stock task names lm-eval does not know."""
+    if not tasks:
+        return
+    with tempfile.TemporaryDirectory(prefix="alignx_tasks_") as tmp:
+        rendered = render_tasks(data_dir, tmp, mc_file)  # parses mc_file (file:line errors)
+        local, stock = resolve_tasks(tasks, rendered)
+        for task in local:
+            bench = task.removeprefix(PREFIX).rsplit("_", 1)[0]
+            if bench in BENCHMARK_FIELDS:
+                check_task_files(Path(tmp) / bench / f"{task}.yaml", BENCHMARK_FIELDS[bench])
+    if stock:
+        from lm_eval.tasks import TaskManager
+
+        known = set(TaskManager().all_tasks)  # indexes lm-eval's own task YAMLs (seconds): only for stock names
+        unknown = [t for t in stock if t not in known]
+        if unknown:
+            raise ConfigError(f"tasks: unknown task(s) {', '.join(unknown)}: neither alignx_<benchmark>[_<lang>] nor an lm-eval task name")
 
 
 def split_task_name(task: str, rendered: RenderedTasks | None = None) -> tuple[str, str]:

@@ -8,13 +8,19 @@ eval.json schema (read by ``alignx report``)::
                                      "shots", "langid", "samples": [{src, ref, hyp} x 5],
                                      "items": {"chrf_stats": [[24 ints] per sentence], "off_target": [0/1 ...]}}},
      "perplexity": {lang: {"ppl", "n", "tokens", "items": {"nll": [...], "tokens": [...]}}}}
+
+Every input (model path, task names, benchmark files, translation and perplexity files, shot counts, BLEU
+tokenizer, COMET opt-in) is checked before the model is loaded. ``eval.json`` and the translation files are
+written together at the end, atomically; when a part fails after others finished, the finished parts go to
+``eval.partial.json`` and an older ``eval.json`` is left as it was (its own config says what it measured).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +28,17 @@ import torch
 
 from alignx import languages
 from alignx.config import ConfigError, ModelConfig, opt, section, to_dict
-from alignx.eval.perplexity import run_perplexity
-from alignx.eval.translation import BLEU_TOKENIZERS, load_translation_sets, parse_direction, run_translation
-from alignx.utils import environment, write_json
+from alignx.eval.perplexity import run_perplexity, sentences_by_language
+from alignx.eval.translation import (
+    BLEU_TOKENIZERS,
+    Pair,
+    check_translation_sets,
+    load_translation_sets,
+    parse_direction,
+    run_translation,
+    write_translations,
+)
+from alignx.utils import environment, output_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +60,9 @@ class EvalConfig:
     use_chat_template: bool = opt(False, "wrap translation prompts in the tokenizer's chat template (instruct models)")
     bleu_tokenize: str = opt("auto", "sacrebleu tokenizer: auto (flores101 when its SentencePiece model is available offline, else 13a/zh/char per target) | flores101 | flores200 | 13a | intl | char | zh | none")
     comet_model: str | None = opt(None, "local COMET checkpoint (.ckpt) for unbabel-comet; None: COMET is null")
+    trust_comet_checkpoint: bool = opt(
+        False, "load comet_model: a COMET checkpoint is a pickle, and loading one runs code from the file; set true only for a checkpoint you trust"
+    )
     langid: str = opt("auto", "off-target language id: auto (py3langid if installed, else script) | py3langid | script")
     perplexity_files: list[str] = opt([], "parallel files whose sentences are scored for perplexity (e.g. out-of-domain English: the regression check)")
     perplexity_langs: list[str] = opt(["en"], "languages of perplexity_files to score")
@@ -83,7 +100,10 @@ class EvalConfig:
             self.perplexity_langs = [languages.normalize(c) for c in self.perplexity_langs]
         except ValueError as e:
             raise ConfigError(f"perplexity_langs: {e}") from None
-        for path in [*self.translation_files, *self.translation_dev_files, *self.perplexity_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir])]:
+        if self.comet_model and not self.trust_comet_checkpoint:
+            raise ConfigError(f"comet_model={self.comet_model}: a COMET checkpoint is a pickle, and loading it runs code from the file; "
+                              "set trust_comet_checkpoint=true if you trust it")
+        for path in [*self.translation_files, *self.translation_dev_files, *self.perplexity_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir, self.comet_model])]:
             if not Path(path).exists():
                 raise ConfigError(f"{path}: not found")
 
@@ -92,35 +112,67 @@ class EvalConfig:
         return bool(self.translation_files or self.flores_dir)
 
 
-def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
-    """Run benchmarks and translation on an in-memory model; returns the eval.json object (unwritten)."""
-    from alignx.eval.benchmarks import run_benchmarks
+@dataclass
+class EvalInputs:
+    """Everything :func:`evaluate` reads, read and checked before any model work."""
+
+    translation_sets: dict[tuple[str, str], tuple[list[Pair], list[Pair]]] = field(default_factory=dict)
+
+
+def prepare_inputs(cfg: EvalConfig, tokenizer: Any) -> EvalInputs:
+    """Read and check every input of ``cfg``; raises a one-line ConfigError / DataError for the first bad one."""
+    from alignx.eval.benchmarks import check_benchmarks
 
     if not cfg.tasks and not cfg.has_translation and not cfg.perplexity_files:
         raise ConfigError("nothing to evaluate: give tasks=..., translation_files=... / flores_dir=... and/or perplexity_files=...")
-    model.eval()
-    t0 = time.time()
-    benchmarks = run_benchmarks(
-        model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
-        num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
-    ) if cfg.tasks else {}  # fmt: skip
-    t1 = time.time()
-    translation = {}
+    if cfg.comet_model and importlib.util.find_spec("comet") is None:
+        raise ConfigError("comet_model is set but the package unbabel-comet is not installed: pip install unbabel-comet, or drop comet_model")
+    check_benchmarks(cfg.tasks, cfg.benchmark_data_dir, cfg.mc_file)
+    inputs = EvalInputs()
     if cfg.has_translation:
-        sets = load_translation_sets(
+        if cfg.use_chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("use_chat_template=true but the tokenizer has no chat template; set use_chat_template=false")
+        inputs.translation_sets = load_translation_sets(
             cfg.translation_files, cfg.translation_dev_files, cfg.flores_dir, cfg.directions, cfg.flores_split, limit=cfg.limit
         )
-        translation = run_translation(
-            model, tokenizer, sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
+        check_translation_sets(inputs.translation_sets, cfg.shots, cfg.bleu_tokenize)
+    if cfg.perplexity_files:
+        found = sentences_by_language(cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences)
+        if not any(found.values()):
+            raise ConfigError(f"perplexity_files have no sentences in {', '.join(cfg.perplexity_langs)}; check perplexity_langs")
+    return inputs
+
+
+def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | None = None,
+             rows: dict[str, list[dict[str, str]]] | None = None, done: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run benchmarks and translation on an in-memory model; returns the eval.json object (unwritten).
+
+    ``inputs``: from :func:`prepare_inputs` (read here when not given, still before any model work).
+    ``rows``: when given, translation rows are collected there instead of written to ``cfg.output_dir``.
+    ``done``: filled with each finished part (benchmarks, translation, perplexity) as it finishes."""
+    from alignx.eval.benchmarks import run_benchmarks
+
+    inputs = inputs or prepare_inputs(cfg, tokenizer)
+    done = {} if done is None else done
+    model.eval()
+    t0 = time.time()
+    if cfg.tasks:
+        done["benchmarks"] = run_benchmarks(
+            model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
+            num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
+        )  # fmt: skip
+    t1 = time.time()
+    if cfg.has_translation:
+        done["translation"] = run_translation(
+            model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
             max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
-            comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir,
+            comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
         )  # fmt: skip
     t2 = time.time()
-    perplexity = (
-        run_perplexity(model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size)
-        if cfg.perplexity_files
-        else {}
-    )
+    if cfg.perplexity_files:
+        done["perplexity"] = run_perplexity(
+            model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size
+        )
     name = cfg.model.name_or_path
     return {
         "kind": "eval",
@@ -129,20 +181,39 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig) -> dict[str, Any]:
         "config": to_dict(cfg),
         "env": environment(),
         "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(t2 - t1, 1), "perplexity": round(time.time() - t2, 1)},
-        "benchmarks": benchmarks,
-        "translation": translation,
-        "perplexity": perplexity,
+        "benchmarks": done.get("benchmarks", {}),
+        "translation": done.get("translation", {}),
+        "perplexity": done.get("perplexity", {}),
     }
 
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
-    """Load ``cfg.model``, evaluate, write ``<output_dir>/eval.json``; returns its content."""
-    from alignx.model.load import load_model_and_tokenizer
+    """Check every input, load ``cfg.model``, evaluate, write ``<output_dir>/eval.json``; returns its content."""
+    from alignx.model import load as mload
 
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
-    if torch.cuda.is_available():
-        model.to("cuda")
-    result = evaluate(model, tokenizer, cfg)
-    path = write_json(Path(cfg.output_dir) / "eval.json", result)
+    mload.check_model_settings(mload.check_model_path(cfg.model), cfg.model)
+    tokenizer = mload.load_tokenizer(cfg.model)
+    inputs = prepare_inputs(cfg, tokenizer)
+    out = Path(cfg.output_dir)
+    with output_lock(out, "eval"):
+        model = mload.load_model(cfg.model)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        if torch.cuda.is_available():
+            model.to("cuda")
+        rows: dict[str, list[dict[str, str]]] = {}
+        done: dict[str, Any] = {}
+        try:
+            result = evaluate(model, tokenizer, cfg, inputs, rows=rows, done=done)
+        except Exception as e:
+            if done:  # keep what finished; eval.json (if any) stays the older, complete one
+                partial = {"kind": "eval.partial", "error": f"{type(e).__name__}: {e}", "model": cfg.model.name_or_path,
+                           "config": to_dict(cfg), "env": environment(), **done}
+                log.error("evaluation failed after %s finished; kept them in %s", ", ".join(done), write_json(out / "eval.partial.json", partial))
+            raise
+        for direction, direction_rows in rows.items():
+            write_translations(out, direction, direction_rows)
+        path = write_json(out / "eval.json", result)
+        (out / "eval.partial.json").unlink(missing_ok=True)
     log.info("wrote %s", path)
     return result

@@ -32,7 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from alignx import languages
+from alignx.config import ConfigError
+from alignx.data.readers import DataError, read_lines
 from alignx.eval.langid import LanguageIdentifier
+from alignx.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +85,16 @@ def _flores_file(root: Path, lang: str, split: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(f"{root}: no FLORES file for {lang} split {split} (looked for {candidates[0].name}, {candidates[1].name}, also under {split}/)")
+    raise FileNotFoundError(f"flores_dir {root}: no FLORES file for {lang} split {split} (looked for {candidates[0].name}, {candidates[1].name}, also under {split}/)")
 
 
 def read_flores_dir(root: str | Path, src_lang: str, tgt_lang: str, split: str = "devtest") -> list[Pair]:
     """Line-aligned FLORES files -> pairs for one direction."""
     root = Path(root)
     src_path, tgt_path = _flores_file(root, src_lang, split), _flores_file(root, tgt_lang, split)
-    src_lines = src_path.read_text(encoding="utf-8").splitlines()
-    tgt_lines = tgt_path.read_text(encoding="utf-8").splitlines()
+    src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)  # split at \n only, like the FLORES tools
     if len(src_lines) != len(tgt_lines):
-        raise ValueError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}: not line-aligned")
+        raise DataError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}: not line-aligned")
     src_lang, tgt_lang = languages.normalize(src_lang), languages.normalize(tgt_lang)
     return [Pair(s.strip(), t.strip(), src_lang, tgt_lang) for s, t in zip(src_lines, tgt_lines, strict=True)]
 
@@ -125,7 +127,10 @@ def select_shots(pool: Sequence[Pair], k: int, seed: int, index: int, test: Pair
         return []
     eligible = [p for p in pool if p.src != test.src and p.tgt != test.tgt and p.src != test.tgt]
     if len(eligible) < k:
-        raise ValueError(f"{k}-shot prompts need {k} dev pairs for {test.src_lang}-{test.tgt_lang}, only {len(eligible)} available")
+        raise ConfigError(
+            f"shots={k}: {k}-shot prompts need {k} dev pairs for {test.src_lang}-{test.tgt_lang}, only {len(eligible)} available; "
+            "lower shots or give translation_dev_files"
+        )
     rng = random.Random(seed * 1_000_003 + index)
     return rng.sample(eligible, k)
 
@@ -151,7 +156,7 @@ def build_prompt(src: str, shots: Sequence[Pair], src_lang: str, tgt_lang: str) 
 def apply_chat(tokenizer: Any, prompt: str) -> str:
     """Wrap a prompt as one user turn with the tokenizer's chat template (generation prompt added)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("use_chat_template is set but the tokenizer has no chat template")
+        raise ConfigError("use_chat_template=true but the tokenizer has no chat template; set use_chat_template=false")
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
 
@@ -239,7 +244,7 @@ def resolve_bleu_tokenizer(requested: str, tgt_lang: str) -> str:
         raise ValueError(f"bleu_tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {requested!r}")
     if requested in ("flores101", "flores200"):
         if not flores_tokenizer_available(requested):
-            raise RuntimeError(
+            raise ConfigError(
                 f"BLEU tokenizer {requested} needs `pip install sentencepiece` and its SentencePiece model in "
                 f"{spm_model_path().parent} (sacrebleu downloads it when online); or use bleu_tokenize=auto"
             )
@@ -281,7 +286,10 @@ def chrf_from_stats(summed: Sequence[float]) -> float:
 
 
 def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], model_path: str | None, batch_size: int = 8) -> tuple[float | None, str | None]:
-    """(system COMET score, None) or (None, why it was skipped)."""
+    """(system COMET score, None) or (None, why it was skipped).
+
+    A COMET checkpoint is a pickle (loading it runs code from the file): ``alignx eval`` calls this with a
+    path only when the user opted in with ``trust_comet_checkpoint=true``."""
     if not model_path:
         return None, "COMET skipped: no comet_model path configured"
     if importlib.util.find_spec("comet") is None:
@@ -370,7 +378,7 @@ def load_translation_sets(
         dev = group_by_direction([p for f in dev_files for p in read_parallel_jsonl(f)], [f"{s}-{t}" for s, t in test])
         for key, rows in test.items():
             if not rows:
-                raise ValueError(f"no pairs for direction {key[0]}-{key[1]} in {', '.join(files)}")
+                raise ConfigError(f"directions: no pairs for {key[0]}-{key[1]} in {', '.join(files)}")
             pool = dev.get(key) or []
             if not pool:
                 log.warning("%s-%s: no dev file given, drawing shots from the test set (test pair excluded)", *key)
@@ -378,7 +386,7 @@ def load_translation_sets(
             sets[key] = (rows[:limit] if limit else rows, pool)
     if flores_dir:
         if not directions:
-            raise ValueError("a FLORES directory needs explicit directions, e.g. directions=[en-de, de-en]")
+            raise ConfigError("a FLORES directory needs explicit directions, e.g. directions=[en-de, de-en]")
         for d in directions:
             key = parse_direction(d)
             rows = read_flores_dir(flores_dir, *key, split=flores_split)
@@ -405,8 +413,10 @@ def run_translation(
     comet_model: str | None = None,
     langid: str = "auto",
     outputs_dir: str | Path | None = None,
+    rows_out: dict[str, list[dict[str, str]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate every direction; returns ``{"<src>-<tgt>": entry}`` (and writes all outputs when asked)."""
+    """Evaluate every direction; returns ``{"<src>-<tgt>": entry}``. The {src, ref, hyp} rows of each direction
+    go to ``rows_out[<src>-<tgt>]`` when given, else to ``outputs_dir/translations.<src>-<tgt>.jsonl``."""
     identifier = LanguageIdentifier(langid)
     results: dict[str, dict[str, Any]] = {}
     for (src, tgt), (test, dev) in sets.items():
@@ -416,8 +426,22 @@ def run_translation(
         )  # fmt: skip
         results[f"{src}-{tgt}"] = entry
         log.info("%s-%s: spBLEU(%s) %.2f chrF++ %.2f off-target %.2f (n=%d)", src, tgt, entry["tokenizer"], entry["spbleu"], entry["chrf++"], entry["off_target"], entry["n"])
-        if outputs_dir is not None:
-            path = Path(outputs_dir) / f"translations.{src}-{tgt}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        if rows_out is not None:
+            rows_out[f"{src}-{tgt}"] = rows
+        elif outputs_dir is not None:
+            write_translations(Path(outputs_dir), f"{src}-{tgt}", rows)
     return results
+
+
+def write_translations(out_dir: Path, direction: str, rows: Sequence[dict[str, str]]) -> Path:
+    """``out_dir/translations.<direction>.jsonl``, written atomically."""
+    return atomic_write_text(out_dir / f"translations.{direction}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def check_translation_sets(sets: dict[tuple[str, str], tuple[list[Pair], list[Pair]]], shots: int, bleu_tokenize: str) -> None:
+    """What :func:`evaluate_direction` would find wrong only after generating: too few demonstrations for
+    some test item, or a BLEU tokenizer that cannot run."""
+    for (_, tgt), (test, dev) in sets.items():
+        for i, pair in enumerate(test):
+            select_shots(dev, shots, 0, i, pair)  # raises when fewer than `shots` eligible pairs exist
+        resolve_bleu_tokenizer(bleu_tokenize, tgt)

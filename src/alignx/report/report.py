@@ -19,6 +19,7 @@ from typing import Any
 
 from alignx.config import ConfigError, opt
 from alignx.report import plots
+from alignx.utils import atomic_write_text
 
 RESULT_FILES = {"analysis": "analysis.json", "eval": "eval.json", "train": "train_summary.json"}
 MISSING = "—"
@@ -476,8 +477,8 @@ def build_report(cfg: ReportConfig) -> dict[str, Any]:
         blocks += notes
 
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(render_markdown(cfg.title, blocks), encoding="utf-8")
-    html_path.write_text(render_html(cfg.title, blocks), encoding="utf-8")
+    atomic_write_text(md_path, render_markdown(cfg.title, blocks))
+    atomic_write_text(html_path, render_html(cfg.title, blocks))
     return {"runs": [r.name for r in runs], "baseline": baseline, "markdown": str(md_path), "html": str(html_path),
             "plots": [str(p) for p in figs.values()], "notes": notes}
 
