@@ -69,5 +69,5 @@ def test_bad_data_file_is_one_line_error(tmp_path, capsys, tiny_llama_dir):
     bad.write_text('{"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "de"}\n{"src": 1}\n')
     code = cli.main(["train", f"model.name_or_path={tiny_llama_dir}", f"data.parallel=[{bad}]", f"output_dir={tmp_path / 'o'}", "report_to=none"])
     err = capsys.readouterr().err
-    assert code == 1 and f"{bad}:2: missing field(s) tgt, src_lang, tgt_lang" in err and "Traceback" not in err
+    assert code == 2 and f"{bad}:2: missing field(s) tgt, src_lang, tgt_lang" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing half-written

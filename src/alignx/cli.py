@@ -1,4 +1,10 @@
-"""`alignx <command> [--config file.yaml ...] [key=value ...]` — one dispatch table, one config per command."""
+"""`alignx <command> [--config file.yaml ...] [key=value ...]` — one dispatch table, one config per command.
+
+Exit status: 0 done; 2 bad input (a setting, a data file, a model path, an occupied output directory),
+reported before anything was written; 1 the run failed (its output directory is in use by another run,
+the disk refused a write, or a bug); 130 interrupted. Every failure is one line on stderr;
+``ALIGNX_DEBUG=1`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ commands:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """Bad input: the message names the setting or file:line and what to do (exit 2)."""
     from alignx.config import ConfigError
     from alignx.data.importers import ImportFormatError
     from alignx.data.readers import DataError
@@ -40,6 +47,30 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from alignx.model.offline import PackagedModelError
 
     return (ConfigError, DataError, ImportFormatError, MissingSourceError, PackagedModelError, UnknownLanguageError, FileNotFoundError)
+
+
+def debug() -> bool:
+    return os.environ.get("ALIGNX_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split("\n")).strip()
+
+
+def failure(name: str, e: BaseException) -> tuple[str, int]:
+    """(one-line message, exit status) for an exception that ended command ``name``."""
+    from alignx.utils import WRITE_ERRNOS, OutputDirBusy
+
+    if isinstance(e, KeyboardInterrupt):
+        return f"alignx {name}: interrupted", 130
+    if isinstance(e, _user_errors()):
+        return f"alignx {name}: {_one_line(e)}", 2
+    if isinstance(e, OutputDirBusy):
+        return f"alignx {name}: {_one_line(e)}", 1
+    if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+        where = e.filename or "the output directory"
+        return f"alignx {name}: cannot write {where}: {e.strerror}; complete outputs written before are kept", 1
+    return f"alignx {name}: internal error: {type(e).__name__}: {_one_line(e)} (ALIGNX_DEBUG=1 shows the traceback)", 1
 
 
 def _load(spec: str) -> Any:
@@ -95,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignx: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module, cfg_spec, desc = COMMANDS[name]
-    from alignx.config import ConfigError, describe, load_config
+    from alignx.config import describe, load_config
 
     cfg_cls = _load(cfg_spec)
     files, overrides, want_help = parse_args(rest, POSITIONAL.get(name))
@@ -107,15 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(cfg_cls, files, overrides)
-    except ConfigError as e:
-        print(f"alignx {name}: {e}", file=sys.stderr)
-        return 2
-    user_errors = _user_errors()
-    try:
         importlib.import_module(module).main(cfg)
-    except user_errors as e:  # bad input: one line, no traceback
-        print(f"alignx {name}: {e}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as e:  # one line, no traceback (tracebacks are for bugs: ALIGNX_DEBUG=1)
+        if debug():
+            raise
+        message, status = failure(name, e)
+        print(message, file=sys.stderr)
+        return status
     return 0
 
 
