@@ -19,7 +19,7 @@ from typing import Any
 from alignx.config import ConfigError, load_config, opt, to_dict
 from alignx.pipeline import PipelineConfig
 from alignx.pipeline import main as run_pipeline
-from alignx.utils import environment, read_json, write_json
+from alignx.utils import environment, output_lock, read_json, write_json
 
 log = logging.getLogger("alignx.experiment")
 
@@ -36,7 +36,10 @@ class ExperimentConfig:
     extra_analyses: dict[str, list[str]] = opt({}, "name -> AnalyzeConfig YAML files of further analyses (e.g. an out-of-domain set), written to <arm>/analysis_<name>/")
     compare: list[str] = opt([], "CompareConfig YAML files: after the arms, differences with paired-bootstrap CIs (runs_dir filled in)")
     baseline: str = opt("base", "arm the report computes deltas against")
-    rerun: bool = opt(False, "re-run arms that already have arm.json")
+    rerun: bool = opt(
+        False, "re-run arms that already have arm.json; a stage whose settings changed since replaces its old outputs (stages "
+        "already trained with the same settings are still skipped)",
+    )
 
     def __post_init__(self) -> None:
         if not self.arms:
@@ -63,7 +66,10 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
     name = Path(arm_file).stem
     root = Path(cfg.output_dir) / name
     # A session that stopped mid-arm resumes at the first unfinished stage.
-    pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], {"output_dir": str(root), "skip_finished": True})
+    over: dict[str, Any] = {"output_dir": str(root), "skip_finished": True}
+    if cfg.rerun:
+        over.update({"stage1.overwrite_output_dir": True, "stage2.overwrite_output_dir": True})
+    pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], over)
     start = time.time()
     train = run_pipeline(pipe)
     model_path = final_model(pipe, root)
@@ -95,6 +101,11 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
 
 
 def main(cfg: ExperimentConfig) -> dict[str, Any]:
+    with output_lock(cfg.output_dir, "experiment"):  # arms, report and comparison write under it
+        return _run_arms(cfg)
+
+
+def _run_arms(cfg: ExperimentConfig) -> dict[str, Any]:
     from alignx.report import report as report_mod
 
     arms = [a for a in cfg.arms if not cfg.only or Path(a).stem in cfg.only]
