@@ -69,7 +69,7 @@ def failure(name: str, e: BaseException) -> tuple[str, int]:
         return f"alignx {name}: {_one_line(e)}", 1
     if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
         where = e.filename or "the output directory"
-        return f"alignx {name}: cannot write {where}: {e.strerror}; complete outputs written before are kept", 1
+        return f"alignx {name}: cannot write {where}: {e.strerror} (nothing half-written is left behind)", 1
     return f"alignx {name}: internal error: {type(e).__name__}: {_one_line(e)} (ALIGNX_DEBUG=1 shows the traceback)", 1
 
 

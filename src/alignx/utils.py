@@ -197,6 +197,10 @@ def output_lock(path: str | Path, command: str, enabled: bool | None = None) -> 
     after the lock leaves nothing behind). ``enabled=False`` (non-main ranks of one run) skips it.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        from alignx.config import ConfigError
+
+        raise ConfigError(f"output_dir {path} is a file, not a directory; choose another output_dir")
     if enabled is None:
         enabled = _is_main_process()
     if not enabled:
