@@ -34,7 +34,7 @@ from alignx.config import ConfigError, load_config, opt
 from alignx.data import importers
 from alignx.data.sources import MissingSourceError, get_source, source_names
 from alignx.data.sources.clean import PairFilter, dedup_key, normalize_text, script_ratio
-from alignx.utils import write_json
+from alignx.utils import atomic_write_text, write_json
 
 
 @dataclass
@@ -479,7 +479,7 @@ def main(cfg: DataBuildConfig) -> dict[str, Any]:
         "config": dataclasses.asdict(cfg),
     }
     write_json(out / "stats.json", stats)
-    (out / "PROVENANCE.md").write_text(_provenance_md(stats), encoding="utf-8")
+    atomic_write_text(out / "PROVENANCE.md", _provenance_md(stats))
     return stats
 
 
