@@ -146,11 +146,29 @@ def save_tiny_model(path: Path, arch: str = "llama") -> Path:
     return path
 
 
+def message(err: str, command: str) -> str:
+    """The one line alignx printed on stderr (progress bars interleave with \\r; their lines are skipped)."""
+    lines = [part.strip() for line in err.splitlines() for part in line.split("\r")]
+    ours = [line for line in lines if line.startswith(f"alignx {command}:")]
+    assert len(ours) == 1 and "Traceback" not in err, err[-3000:]
+    return ours[0]
+
+
 def write_pairs(path: Path, rows=SENTENCES) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for src, tgt, lang in rows:
             fh.write(json.dumps({"src": src, "tgt": tgt, "src_lang": "en", "tgt_lang": lang}, ensure_ascii=False) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of many tiny trainings: thread start-up and spinning would cost more than the
+    work (on a busy 2-core machine 50x more). Subprocesses get OMP_NUM_THREADS=1 to match, so runs stay bit-identical."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -179,3 +179,22 @@ def test_collator_pads_and_shifts(tokenizer):
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
     assert batch["shift_labels"][0, : len(exs[0].input_ids) - 1].tolist() == exs[0].input_ids[1:]
     assert batch["y_end"].tolist() == [e.y_span[1] for e in exs]
+
+
+def test_moses_files_split_at_newlines_only(tmp_path):
+    """Moses/OPUS files are split at \\n only: U+2028, U+0085, form feeds and a lone \\r stay inside their line
+    (str.splitlines split them and shifted every later pair); CRLF endings and a BOM are dropped."""
+    en = [f"sentence {i}" for i in range(10)]
+    de = [f"Satz {i}" for i in range(10)]
+    en[2], en[5], de[4], de[7] = "line\u2028separator", "next\x85line", "form\x0cfeed", "lone\rreturn"
+    (tmp_path / "c.de-en.en").write_text("\ufeff" + "\r\n".join(en) + "\r\n", encoding="utf-8", newline="")
+    (tmp_path / "c.de-en.de").write_text("\n".join(de), encoding="utf-8", newline="")  # no final newline
+    pairs = read_parallel(tmp_path / "c.de-en")
+    assert [(p.src, p.tgt) for p in pairs] == list(zip(de, en, strict=True))
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "p.tsv"
+    path.write_bytes(b"Hello\tHallo\ten\tde\nCaf\xe9\tCafe\ten\tde\n")
+    with pytest.raises(DataError, match=r"p\.tsv:2: invalid UTF-8 \(byte 0xe9 at column 4\)"):
+        read_parallel(path)

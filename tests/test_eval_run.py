@@ -111,3 +111,34 @@ def test_main_writes_eval_json(tmp_path):
             mean = reloaded(input_ids=ids, labels=ids).loss.item()
         assert count == ids.shape[1] - 1 and nll == pytest.approx(mean * count, rel=1e-4)
     assert result["translation"]["en-zh"]["tokenizer"] in ("zh", "flores101")
+
+
+def test_failed_evaluation_keeps_finished_parts_and_the_older_result(tmp_path, monkeypatch, capsys):
+    """A part that fails after others finished: the finished ones go to eval.partial.json, the older eval.json and
+    translation files stay as they were (they are replaced only together, at the end), and the error is one line."""
+    from alignx import cli
+    from alignx.eval import run as eval_run
+    from conftest import message
+
+    model, tok = tiny_lm(_texts())
+    model_dir = tmp_path / "m"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval.json").write_text('{"kind": "eval", "note": "older"}\n')
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise RuntimeError("perplexity exploded")
+
+    monkeypatch.setattr(eval_run, "run_perplexity", broken)
+    argv = ["eval", f"model.name_or_path={model_dir}", f"translation_files=[{FIX / 'translation' / 'test.jsonl'}]", "shots=0",
+            "limit=2", "max_new_tokens=4", f"perplexity_files=[{FIX / 'translation' / 'test.jsonl'}]", f"output_dir={out}"]
+    assert cli.main(argv) == 1
+    assert message(capsys.readouterr().err, "eval") == (
+        "alignx eval: internal error: RuntimeError: perplexity exploded (ALIGNX_DEBUG=1 shows the traceback)")
+    partial = read_json(out / "eval.partial.json")
+    assert partial["kind"] == "eval.partial" and partial["error"] == "RuntimeError: perplexity exploded"
+    assert set(partial["translation"]) == {"en-de", "en-zh"} and "perplexity" not in partial
+    assert read_json(out / "eval.json") == {"kind": "eval", "note": "older"}
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.partial.json"]
