@@ -67,7 +67,7 @@ def test_fp16_autocast_on_cpu_is_a_one_line_error(capsys):
         pytest.skip("a GPU runs fp16 autocast")
     from alignx import cli
 
-    assert cli.main(["train", "--config", str(PRESETS / "stage1.yaml"), "model.name_or_path=x", "data.parallel=[y]"]) == 1
+    assert cli.main(["train", "--config", str(PRESETS / "stage1.yaml"), "model.name_or_path=x", "data.parallel=[y]"]) == 2  # bad input: exit 2, nothing written
     assert "model.autocast=fp16 needs a CUDA GPU" in capsys.readouterr().err
 
 
