@@ -53,7 +53,7 @@ def resolve_path(name_or_path: str) -> tuple[str, str | None]:
     return name_or_path, None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
@@ -97,7 +97,7 @@ def check_model_path(cfg: ModelConfig) -> Any:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except Exception as e:  # noqa: BLE001 - whatever transformers raises, the input is at fault: one line
         hint = "" if local.exists() else " (not a local directory; a hub id needs the network or the HF cache)"
-        raise ConfigError(f"{where}: cannot read the model config{hint}: {_first_line(e)}") from None
+        raise ConfigError(f"{where}: cannot read the model config{hint}: {first_line(e)}") from None
     remote = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (remote and cfg.trust_remote_code):
         raise ConfigError(f"{where}: a {config.model_type!r} model, which transformers cannot load as a causal LM")
@@ -113,7 +113,7 @@ def _check_safetensors(model_dir: Path) -> None:
             with safe_open(f, framework="pt") as fh:
                 fh.keys()
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
-            raise ConfigError(f"{f}: not a readable safetensors file ({_first_line(e)}); re-save or re-download the model") from None
+            raise ConfigError(f"{f}: not a readable safetensors file ({first_line(e)}); re-save or re-download the model") from None
 
 
 def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | None = None, align_layer: int | None = None,
@@ -129,7 +129,7 @@ def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | Non
         with torch.device("meta"):
             meta = AutoModelForCausalLM.from_config(config, **kwargs)
     except (ValueError, ImportError) as e:
-        raise ConfigError(f"model.attn_implementation={model.attn_implementation}: {_first_line(e)}") from None
+        raise ConfigError(f"model.attn_implementation={model.attn_implementation}: {first_line(e)}") from None
     if model.gradient_checkpointing and not getattr(meta, "supports_gradient_checkpointing", False):
         raise ConfigError(f"model.gradient_checkpointing=true: {type(meta).__name__} does not support it; set it to false")
     if align_layer is not None:
@@ -145,7 +145,7 @@ def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | Non
         try:
             apply_lora(meta, lora)
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"lora.target_modules={lora.target_modules}: {_first_line(e)}") from None
+            raise ConfigError(f"lora.target_modules={lora.target_modules}: {first_line(e)}") from None
 
 
 def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
@@ -160,7 +160,7 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
         tok = AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as e:  # noqa: BLE001 - a directory without a usable tokenizer: one line
         key = "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
-        raise ConfigError(f"{key}={cfg.tokenizer or cfg.name_or_path}: cannot load a tokenizer: {_first_line(e)}") from None
+        raise ConfigError(f"{key}={cfg.tokenizer or cfg.name_or_path}: cannot load a tokenizer: {first_line(e)}") from None
     if tok.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding positions are masked everywhere.
         tok.pad_token = tok.eos_token
@@ -182,7 +182,7 @@ def load_model(cfg: ModelConfig) -> nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:  # not a model / corrupt weights: one line (ALIGNX_DEBUG=1 shows the traceback)
-        raise ConfigError(f"model.name_or_path={cfg.name_or_path}: cannot load the model: {_first_line(e)}") from e
+        raise ConfigError(f"model.name_or_path={cfg.name_or_path}: cannot load the model: {first_line(e)}") from e
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> tuple[nn.Module, Any]:

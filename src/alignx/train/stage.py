@@ -134,17 +134,17 @@ def check_training_settings(args: Any) -> None:
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError) as e:
-        raise ConfigError(f"optim.optimizer={args.optim.value}: {mload._first_line(e)}") from None
+        raise ConfigError(f"optim.optimizer={args.optim.value}: {mload.first_line(e)}") from None
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
     try:
         get_scheduler(args.lr_scheduler_type, probe, num_warmup_steps=1, num_training_steps=10, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
     except (ImportError, ValueError, TypeError) as e:
-        raise ConfigError(f"optim.scheduler={args.lr_scheduler_type.value}: {mload._first_line(e)}") from None
+        raise ConfigError(f"optim.scheduler={args.lr_scheduler_type.value}: {mload.first_line(e)}") from None
     try:
         for callback in get_reporting_integration_callbacks(args.report_to):
             callback()
     except (ImportError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"report_to={','.join(args.report_to)}: {mload._first_line(e)}; or set report_to=none") from None
+        raise ConfigError(f"report_to={','.join(args.report_to)}: {mload.first_line(e)}; or set report_to=none") from None
 
 
 def check_data_paths(cfg: TrainConfig) -> None:
