@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class ExperimentConfig:
     extra_analyses: dict[str, list[str]] = opt({}, "name -> AnalyzeConfig YAML files of further analyses (e.g. an out-of-domain set), written to <arm>/analysis_<name>/")
     compare: list[str] = opt([], "CompareConfig YAML files: after the arms, differences with paired-bootstrap CIs (runs_dir filled in)")
     baseline: str = opt("base", "arm the report computes deltas against")
+    keep_checkpoints: bool = opt(False, "keep the stages' checkpoint-N dirs (weights + optimiser state, ~12 bytes/parameter) once final/ is written")
     rerun: bool = opt(
         False, "re-run arms that already have arm.json; a stage whose settings changed since replaces its old outputs (stages "
         "already trained with the same settings are still skipped)",
@@ -72,6 +74,11 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
     pipe = load_config(PipelineConfig, [*cfg.pipeline, arm_file], over)
     start = time.time()
     train = run_pipeline(pipe)
+    if not cfg.keep_checkpoints:
+        for stage in ("stage1", "stage2"):
+            if (root / stage / "final").exists():
+                for ckpt in sorted((root / stage).glob("checkpoint-*")):
+                    shutil.rmtree(ckpt)
     model_path = final_model(pipe, root)
     base_model = copy.deepcopy(pipe.stage1.model)
     model_over = {"model.name_or_path": model_path, "run_name": name, "output_dir": str(root)}

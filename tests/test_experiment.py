@@ -1,0 +1,61 @@
+"""`alignx experiment` end to end on a tiny model: arms, extra analyses, eval items, compare, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from alignx.config import load_config
+from alignx.experiment import ExperimentConfig, main
+from conftest import SENTENCES, save_tiny_model, write_pairs
+
+
+def _yaml(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+def test_experiment_arms_compare_and_resume(tmp_path: Path, caplog):
+    model = save_tiny_model(tmp_path / "tiny", "llama")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", SENTENCES * 2)
+    stage = {"data": {"parallel": [str(pairs)], "max_length": 512}, "optim": {"max_steps": 2, "batch_size": 4, "lr": 1e-3},
+             "save_steps": 1, "report_to": "none", "logging_steps": 1}
+    pipeline = _yaml(tmp_path / "pipeline.yaml", {"run_stage2": False, "stage1": {"model": {"name_or_path": str(model)}, **stage}})
+    arms = [
+        _yaml(tmp_path / "base.yaml", {"run_stage1": False}),
+        _yaml(tmp_path / "cpt.yaml", {"stage1": {"loss": {"lambda_ctr": 0.0, "lambda_lam": 0.0}}}),
+        _yaml(tmp_path / "centred.yaml", {"stage1": {"loss": {"ctr_center": True, "lambda_ctr": 1.0}}}),
+    ]
+    analyze = _yaml(tmp_path / "analyze.yaml", {"parallel": [str(pairs)], "pooling": ["mean"], "min_sentences": 2, "plots": False})
+    ev = _yaml(tmp_path / "eval.yaml", {"translation_files": [str(pairs)], "directions": ["en-de"], "shots": 1, "limit": 3,
+                                        "max_new_tokens": 4, "perplexity_files": [str(pairs)]})
+    compare = _yaml(tmp_path / "compare.yaml", {"pairs": ["centred:cpt", "cpt:base"], "layer": 1, "n_boot": 200,
+                                                "analyses": {"in": "analysis.json", "ood": "analysis_ood/analysis.json"}})
+    cfg = load_config(ExperimentConfig, [], {
+        "output_dir": str(tmp_path / "runs"), "pipeline": [pipeline], "arms": arms, "analyze": [analyze],
+        "extra_analyses": {"ood": [analyze]}, "eval": [ev], "compare": [compare],
+    })
+    main(cfg)
+    runs = tmp_path / "runs"
+    for arm in ("base", "cpt", "centred"):
+        assert (runs / arm / "arm.json").exists() and (runs / arm / "analysis_ood" / "analysis.json").exists()
+    # checkpoints are removed once final/ exists; the trained model stays
+    assert (runs / "cpt" / "stage1" / "final" / "config.json").exists()
+    assert not list((runs / "cpt" / "stage1").glob("checkpoint-*"))
+    comparison = json.loads((runs / "comparison.json").read_text())
+    metrics = {(r["a"], r["metric"]) for r in comparison["differences"]}
+    assert {("centred", "MEXA L1 mean (in)"), ("centred", "MEXA L1 mean (ood)"), ("centred", "chrF++ en→X"),
+            ("centred", "perplexity en (relative)"), ("cpt", "MEXA L1 mean (in)")} <= metrics
+    assert (runs / "comparison.md").exists() and (runs / "differences.png").exists()
+    # Resume: a finished arm is skipped; an arm whose stage finished but whose evaluation did not resumes
+    # after the training (the stage is not trained again).
+    (runs / "centred" / "arm.json").unlink()
+    before = (runs / "centred" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns
+    caplog.set_level("INFO")
+    main(cfg)
+    assert "cpt: already done" in caplog.text
+    assert "already finished with these settings" in caplog.text
+    assert (runs / "centred" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns == before
+    assert (runs / "centred" / "arm.json").exists()
