@@ -4,9 +4,10 @@
         libreoffice-help-{de,fr,es,ru,zh-cn,ja,ko,hi}
     python experiments/cpu_gemma3/build_data.py
 
-- ``data/indomain/``: LibreOffice help, 8 languages; ``train.jsonl`` (training pairs), ``heldout.jsonl``
-  (250 pairs per language, disjoint from train by English sentence), ``instructions.jsonl`` (stage 2) and
-  ``mc_heldout.jsonl``.
+- ``data/indomain/``: LibreOffice help, 8 languages; ``train.jsonl`` (600 training pairs per language),
+  ``heldout.jsonl`` (250 pairs per language, disjoint from train by English sentence) and
+  ``instructions.jsonl`` (stage 2). The multiple-choice file the builder also writes is removed: the
+  replication does not use it.
 - ``data/ood/heldout.jsonl``: GNOME user help (a different corpus and domain that training never sees),
   250 pairs per language where the package has them; any pair whose English or target sentence occurs
   in the in-domain train file is removed. GNOME help's Hindi is almost untranslated (19 blocks), so Hindi
