@@ -230,3 +230,24 @@ def test_alignment_losses_are_optimisable_through_the_model(tokenizer):
         loss.backward()
         opt.step()
     assert out["ctr"].item() < 0.5 * first[0] and out["lam"].item() < 0.7 * first[1]
+
+
+def test_freeze_embeddings_keeps_tied_head_fixed_and_trains_the_rest(tmp_path):
+    """model.freeze_embeddings: the (tied) embedding matrix is bit-identical after training, the layers moved."""
+    from alignx.config import ConfigError
+    from conftest import SENTENCES
+
+    model = save_tiny_model(tmp_path / "tiny", "llama")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", SENTENCES)
+    cfg = load_config(TrainConfig, overrides={
+        "model.name_or_path": str(model), "model.freeze_embeddings": True, "data.parallel": [str(pairs)],
+        "data.max_length": 512, "optim.max_steps": 2, "optim.batch_size": 4, "optim.lr": 1e-2, "report_to": "none",
+        "output_dir": str(tmp_path / "out"),
+    })
+    stage.main(cfg)
+    before = load_file(model / "model.safetensors")
+    after = load_file(tmp_path / "out" / "final" / "model.safetensors")
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert not torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+    with pytest.raises(ConfigError, match="freeze_embeddings"):
+        load_config(TrainConfig, overrides={"model.freeze_embeddings": True, "lora.enabled": True})

@@ -54,6 +54,11 @@ class ModelConfig:
     attn_implementation: str | None = opt(None, "attention kernel: sdpa|eager|flash_attention_2 (None: transformers default)")
     trust_remote_code: bool = opt(False, "allow custom modelling code from the hub")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    freeze_embeddings: bool = opt(
+        False,
+        "keep the input embeddings (and an output head tied to them) frozen: no gradient and no optimiser state for "
+        "vocab x hidden weights (Gemma-3: 168M of 268M parameters); full fine-tuning only",
+    )
     autocast: str = opt(
         "auto",
         "mixed precision over fp32 master weights: auto|bf16|fp16|none (auto: bf16 when model.dtype=auto on a GPU "
@@ -248,6 +253,8 @@ class TrainConfig:
             )
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.model.freeze_embeddings and self.lora.enabled:
+            raise ConfigError("model.freeze_embeddings=true is for full fine-tuning; with lora.enabled=true the embeddings are frozen already")
         if self.resume == "":
             self.resume = None
         if self.resume and self.overwrite_output_dir:

@@ -208,6 +208,13 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     return get_peft_model(model, peft_cfg)
 
 
+def freeze_embeddings(model: nn.Module) -> int:
+    """Stop training the input embeddings (and the output head when it is tied to them); returns the frozen count."""
+    weight = model.get_input_embeddings().weight
+    weight.requires_grad_(False)
+    return weight.numel()
+
+
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):

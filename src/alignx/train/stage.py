@@ -220,6 +220,8 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: ExampleDataset,
     lm = mload.load_model(cfg.model)
     if getattr(lm.config, "pad_token_id", None) is None:
         lm.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.model.freeze_embeddings:
+        log.info("frozen embeddings: %d parameters", mload.freeze_embeddings(lm))
     if cfg.model.gradient_checkpointing:
         mload.enable_gradient_checkpointing(lm)
     if cfg.lora.enabled:
