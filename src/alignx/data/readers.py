@@ -123,7 +123,7 @@ def _lang(code: Any, where: str) -> str:
         raise DataError(f"{where}: {e}") from None
 
 
-def _json_object(line: str, where: str) -> dict[str, Any]:
+def json_object(line: str, where: str) -> dict[str, Any]:
     """One JSONL line as a dict, or a DataError naming ``where`` (file:line)."""
     try:
         row = json.loads(line)
@@ -184,7 +184,7 @@ def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats 
             stats.read += 1
             where = f"{path}:{i}"
             try:
-                row = _json_object(line, where)
+                row = json_object(line, where)
                 missing = [k for k in ("src", "tgt", "src_lang", "tgt_lang") if k not in row]
                 if missing:
                     raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
@@ -226,7 +226,7 @@ def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadSt
         stats.read += 1
         where = f"{path}:{i}"
         try:
-            row = _json_object(line, where)
+            row = json_object(line, where)
             lang = _lang(row["lang"], where) if row.get("lang") else None
             if "messages" in row:
                 msgs = row["messages"]

@@ -32,7 +32,7 @@ import yaml
 
 from alignx import languages
 from alignx.config import ConfigError
-from alignx.data.readers import DataError, iter_lines
+from alignx.data.readers import DataError, iter_lines, json_object
 
 log = logging.getLogger(__name__)
 
@@ -196,13 +196,7 @@ def _json_rows(path: Path) -> Any:
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object")
-        yield where, row
+        yield where, json_object(line, where)
 
 
 def read_mc_file(path: Path) -> dict[str, list[dict[str, Any]]]:
