@@ -119,6 +119,8 @@ def test_compare_in_progress_experiment_uses_what_exists(tmp_path: Path):
     res = compare(cfg)
     mexa = next(r for r in res["differences"] if r["metric"].startswith("MEXA"))
     assert mexa["delta"] == pytest.approx(100.0) and mexa["a_seeds"] == [100.0]  # only ax_s0 has results
+    chrf = next(r for r in res["differences"] if r["metric"] == "chrF++ en→X")  # ax_s1 has no eval.json yet
+    assert chrf["delta"] == pytest.approx(0.0) and len(chrf["a_seeds"]) == 1
     assert any("ax_s2" in n for n in res["notes"]) and any(n.startswith("sft:cpt: skipped") for n in res["notes"])
 
 

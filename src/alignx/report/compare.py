@@ -83,11 +83,12 @@ def _mexa_metric(
 ) -> tuple[list[str], list[list[float]], list[list[float]], list[float], list[float]] | None:
     """Languages both sides have; seed-pooled per-pair outcomes of A and of B (strata = languages); each
     seed's mean MEXA for A and for B. None when an arm lacks per-pair data."""
-    a_arms = [a for a in a_arms if a.mexa_items(label, pooling, layer) is not None]
-    b_arms = [a for a in b_arms if a.mexa_items(label, pooling, layer) is not None]
-    if not a_arms or not b_arms:
+    items_a = [(a, m) for a in a_arms if (m := a.mexa_items(label, pooling, layer)) is not None]
+    items_b = [(a, m) for a in b_arms if (m := a.mexa_items(label, pooling, layer)) is not None]
+    if not items_a or not items_b:
         return None
-    per_arm = [a.mexa_items(label, pooling, layer) for a in [*a_arms, *b_arms]]
+    a_arms, b_arms = [a for a, _ in items_a], [a for a, _ in items_b]
+    per_arm = [m for _, m in [*items_a, *items_b]]
     langs = sorted(set.intersection(*(set(p) for p in per_arm)))  # type: ignore[arg-type]
     for lang in langs:
         if len({p[lang][0] for p in per_arm}) != 1:  # type: ignore[index]
@@ -105,7 +106,8 @@ def _mexa_metric(
 
 
 def _directions(arms: list[Arm]) -> list[str]:
-    sets = [set(a.eval.get("translation") or {}) for a in arms]
+    """Directions every arm with translation results has (arms still without an eval.json do not count)."""
+    sets = [set(t) for a in arms if (t := a.eval.get("translation"))]
     return sorted(set.intersection(*sets)) if sets else []
 
 
@@ -167,7 +169,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             langs, sa, sb, seeds_a, seeds_b = m
             diff = paired_mean_diff(sa, sb, cfg.n_boot, seed=cfg.seed)
             add(f"MEXA L{layer} {cfg.pooling} ({label})", "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b], {"languages": langs})
-        dirs = [d for d in _directions(A) if d in _directions(B)]
+        dirs = sorted(set(_directions(A)) & set(_directions(B)))
         for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
             ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
             if ca and cb:
