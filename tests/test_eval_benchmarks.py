@@ -82,6 +82,21 @@ def test_resolve_task_names(tmp_path):
     assert benchmarks.split_task_name("alignx_xwinograd_ja", rendered) == ("xwinograd", "ja")
 
 
+@pytest.mark.parametrize(
+    ("task", "split"),
+    [("belebele_quy_Latn", ("belebele", "qu")), ("belebele_hin_Latn", ("belebele", "hi-Latn")),
+     ("global_piqa_parallel_cloze_asm_beng", ("global_piqa_parallel_cloze", "as")),
+     ("afrimgsm_cot_zul", ("afrimgsm_cot", "zu")), ("_mmmlu_pt_br", ("_mmmlu", "pt")), ("mlqa_en_de", ("mlqa_en", "de")),
+     ("lambada_mt_de", ("lambada_mt", "de")),
+     # English words that are ISO 639-3 codes (law: Lauje, cot: Caquinte) or deprecated ones (in: Indonesian)
+     ("mmlu_pro_law", ("mmlu_pro_law", "all")), ("afrimgsm_cot", ("afrimgsm_cot", "all")),
+     ("flan_held_in", ("flan_held_in", "all")), ("flores_de-gl", ("flores_de-gl", "all"))],
+)  # fmt: skip
+def test_stock_task_language_suffixes(task, split):
+    """Any FLORES-200 code names a language; bare ISO codes only alignx's built-in ones, as before."""
+    assert benchmarks.split_task_name(task) == split
+
+
 def test_mc_file_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "mc.jsonl"
     bad.write_text(json.dumps({"lang": "en", "question": "q", "choices": ["a", "b"], "label": 2}) + "\n")

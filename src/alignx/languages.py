@@ -1,22 +1,35 @@
-"""One table of languages: ISO 639-1, ISO 639-3, FLORES-200 code, English name, script.
+"""Language codes: any ISO 639-1, ISO 639-3, BCP-47 or FLORES-200 code -> one canonical alignx code.
 
-Every language code that enters alignx (data files, configs, CLI) goes through :func:`normalize`,
-which maps any of the known spellings to the canonical short code (ISO 639-1 where one exists,
-else ISO 639-3), plus an optional region/script suffix kept for the Chinese and Portuguese variants.
+Every language code that enters alignx (data files, configs, CLI) goes through :func:`normalize`.
+Parsing, English names and usual scripts come from ``langcodes`` (IANA registry + Unicode CLDR);
+this module only decides what counts as the same language:
+
+- the canonical code is ISO 639-1 where one exists, else ISO 639-3, with a script suffix only when
+  the script is not the language's usual one: ``pt-BR`` -> ``pt``, ``zh-TW`` -> ``zh-Hant``,
+  ``sr-Latn`` stays ``sr-Latn``. A region counts only through the script it implies.
+- FLORES-200 files a few languages under an individual language of a macrolanguage (``arb_Arab``,
+  ``pes_Arab`` ...); :data:`_FLORES_INDIVIDUAL` maps those to the macrolanguage's two-letter code,
+  so ``ar``, ``ara`` and ``arb_Arab`` are one language and ``flores("ar") == "arb_Arab"``.
+- the languages alignx started with keep their prompt names and row ids (:func:`all_languages`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
+
+import langcodes
+from langcodes.data_dicts import LIKELY_SUBTAGS
 
 
 @dataclass(frozen=True)
 class Language:
     code: str  # canonical code used everywhere inside alignx
-    iso3: str  # ISO 639-3
+    iso3: str  # ISO 639-3 (the individual language FLORES uses, e.g. "arb" for "ar")
     flores: str  # FLORES-200 code, e.g. "zho_Hans"
     name: str  # English name
-    script: str  # ISO 15924 script
+    script: str  # ISO 15924 script ("Zzzz" when neither the code nor CLDR says)
 
     @property
     def iso1(self) -> str | None:
@@ -24,127 +37,110 @@ class Language:
 
 
 # fmt: off
-_TABLE: tuple[Language, ...] = (
-    Language("af", "afr", "afr_Latn", "Afrikaans", "Latn"),
-    Language("am", "amh", "amh_Ethi", "Amharic", "Ethi"),
-    Language("ar", "arb", "arb_Arab", "Arabic", "Arab"),
-    Language("az", "azj", "azj_Latn", "Azerbaijani", "Latn"),
-    Language("be", "bel", "bel_Cyrl", "Belarusian", "Cyrl"),
-    Language("bg", "bul", "bul_Cyrl", "Bulgarian", "Cyrl"),
-    Language("bn", "ben", "ben_Beng", "Bengali", "Beng"),
-    Language("ca", "cat", "cat_Latn", "Catalan", "Latn"),
-    Language("cs", "ces", "ces_Latn", "Czech", "Latn"),
-    Language("cy", "cym", "cym_Latn", "Welsh", "Latn"),
-    Language("da", "dan", "dan_Latn", "Danish", "Latn"),
-    Language("de", "deu", "deu_Latn", "German", "Latn"),
-    Language("el", "ell", "ell_Grek", "Greek", "Grek"),
-    Language("en", "eng", "eng_Latn", "English", "Latn"),
-    Language("eo", "epo", "epo_Latn", "Esperanto", "Latn"),
-    Language("es", "spa", "spa_Latn", "Spanish", "Latn"),
-    Language("et", "est", "est_Latn", "Estonian", "Latn"),
-    Language("eu", "eus", "eus_Latn", "Basque", "Latn"),
-    Language("fa", "pes", "pes_Arab", "Persian", "Arab"),
-    Language("fi", "fin", "fin_Latn", "Finnish", "Latn"),
-    Language("fr", "fra", "fra_Latn", "French", "Latn"),
-    Language("ga", "gle", "gle_Latn", "Irish", "Latn"),
-    Language("gl", "glg", "glg_Latn", "Galician", "Latn"),
-    Language("gu", "guj", "guj_Gujr", "Gujarati", "Gujr"),
-    Language("ha", "hau", "hau_Latn", "Hausa", "Latn"),
-    Language("he", "heb", "heb_Hebr", "Hebrew", "Hebr"),
-    Language("hi", "hin", "hin_Deva", "Hindi", "Deva"),
-    Language("hr", "hrv", "hrv_Latn", "Croatian", "Latn"),
-    Language("ht", "hat", "hat_Latn", "Haitian Creole", "Latn"),
-    Language("hu", "hun", "hun_Latn", "Hungarian", "Latn"),
-    Language("hy", "hye", "hye_Armn", "Armenian", "Armn"),
-    Language("id", "ind", "ind_Latn", "Indonesian", "Latn"),
-    Language("is", "isl", "isl_Latn", "Icelandic", "Latn"),
-    Language("it", "ita", "ita_Latn", "Italian", "Latn"),
-    Language("ja", "jpn", "jpn_Jpan", "Japanese", "Jpan"),
-    Language("ka", "kat", "kat_Geor", "Georgian", "Geor"),
-    Language("kk", "kaz", "kaz_Cyrl", "Kazakh", "Cyrl"),
-    Language("km", "khm", "khm_Khmr", "Khmer", "Khmr"),
-    Language("kn", "kan", "kan_Knda", "Kannada", "Knda"),
-    Language("ko", "kor", "kor_Hang", "Korean", "Hang"),
-    Language("lo", "lao", "lao_Laoo", "Lao", "Laoo"),
-    Language("lt", "lit", "lit_Latn", "Lithuanian", "Latn"),
-    Language("lv", "lvs", "lvs_Latn", "Latvian", "Latn"),
-    Language("mk", "mkd", "mkd_Cyrl", "Macedonian", "Cyrl"),
-    Language("ml", "mal", "mal_Mlym", "Malayalam", "Mlym"),
-    Language("mn", "khk", "khk_Cyrl", "Mongolian", "Cyrl"),
-    Language("mr", "mar", "mar_Deva", "Marathi", "Deva"),
-    Language("ms", "zsm", "zsm_Latn", "Malay", "Latn"),
-    Language("my", "mya", "mya_Mymr", "Burmese", "Mymr"),
-    Language("nb", "nob", "nob_Latn", "Norwegian Bokmal", "Latn"),
-    Language("ne", "npi", "npi_Deva", "Nepali", "Deva"),
-    Language("nl", "nld", "nld_Latn", "Dutch", "Latn"),
-    Language("om", "gaz", "gaz_Latn", "Oromo", "Latn"),
-    Language("pa", "pan", "pan_Guru", "Punjabi", "Guru"),
-    Language("pl", "pol", "pol_Latn", "Polish", "Latn"),
-    Language("pt", "por", "por_Latn", "Portuguese", "Latn"),
-    Language("qu", "quy", "quy_Latn", "Quechua", "Latn"),
-    Language("ro", "ron", "ron_Latn", "Romanian", "Latn"),
-    Language("ru", "rus", "rus_Cyrl", "Russian", "Cyrl"),
-    Language("si", "sin", "sin_Sinh", "Sinhala", "Sinh"),
-    Language("sk", "slk", "slk_Latn", "Slovak", "Latn"),
-    Language("sl", "slv", "slv_Latn", "Slovenian", "Latn"),
-    Language("so", "som", "som_Latn", "Somali", "Latn"),
-    Language("sq", "als", "als_Latn", "Albanian", "Latn"),
-    Language("sr", "srp", "srp_Cyrl", "Serbian", "Cyrl"),
-    Language("sv", "swe", "swe_Latn", "Swedish", "Latn"),
-    Language("sw", "swh", "swh_Latn", "Swahili", "Latn"),
-    Language("ta", "tam", "tam_Taml", "Tamil", "Taml"),
-    Language("te", "tel", "tel_Telu", "Telugu", "Telu"),
-    Language("th", "tha", "tha_Thai", "Thai", "Thai"),
-    Language("tl", "tgl", "tgl_Latn", "Tagalog", "Latn"),
-    Language("tr", "tur", "tur_Latn", "Turkish", "Latn"),
-    Language("uk", "ukr", "ukr_Cyrl", "Ukrainian", "Cyrl"),
-    Language("ur", "urd", "urd_Arab", "Urdu", "Arab"),
-    Language("uz", "uzn", "uzn_Latn", "Uzbek", "Latn"),
-    Language("vi", "vie", "vie_Latn", "Vietnamese", "Latn"),
-    Language("xh", "xho", "xho_Latn", "Xhosa", "Latn"),
-    Language("yo", "yor", "yor_Latn", "Yoruba", "Latn"),
-    Language("zh", "zho", "zho_Hans", "Chinese (Simplified)", "Hans"),
-    Language("zh-Hant", "zho", "zho_Hant", "Chinese (Traditional)", "Hant"),
-    Language("zu", "zul", "zul_Latn", "Zulu", "Latn"),
-)
-# Spellings seen in real data sets that are not in the columns above.
-_ALIASES: dict[str, str] = {
-    "zh-cn": "zh", "zh_cn": "zh", "zh-hans": "zh", "zh-sg": "zh", "cmn": "zh", "chi": "zh", "zho_hans": "zh",
-    "zh-tw": "zh-Hant", "zh_tw": "zh-Hant", "zh-hk": "zh-Hant", "zh-hant": "zh-Hant", "zho_hant": "zh-Hant",
-    "pt-br": "pt", "pt_br": "pt", "pt-pt": "pt", "en-us": "en", "en_us": "en", "en-gb": "en", "en_gb": "en",
-    "ara": "ar", "per": "fa", "fas": "fa", "swa": "sw", "msa": "ms", "nor": "nb", "no": "nb", "lav": "lv",
-    "mon": "mn", "nep": "ne", "orm": "om", "sqi": "sq", "uzb": "uz", "aze": "az", "est": "et", "que": "qu",
-    "ger": "de", "fre": "fr", "dut": "nl", "gre": "el", "cze": "cs", "rum": "ro", "slo": "sk", "arm": "hy",
-    "geo": "ka", "baq": "eu", "wel": "cy", "ice": "is", "mac": "mk", "bur": "my", "alb": "sq", "may": "ms",
+# FLORES-200 code -> alignx code: FLORES names these languages by one individual language of a
+# macrolanguage, the standard variety that the macrolanguage's ISO 639-1 code means in practice.
+# Not here: members FLORES keeps apart from their macrolanguage's standard variety (prs Dari, azb
+# South Azerbaijani, yue Cantonese, the Arabic varieties acm apc ars ary arz ..., ltg Latgalian,
+# ckb/kmr Kurdish, knc Kanuri, fuv Fulfulde), and est/zho/grn/kon, which are macrolanguage codes already.
+_FLORES_INDIVIDUAL: dict[str, str] = {
+    "arb": "ar", "pes": "fa", "swh": "sw", "npi": "ne", "ory": "or", "khk": "mn", "lvs": "lv", "zsm": "ms",
+    "uzn": "uz", "azj": "az", "als": "sq", "gaz": "om", "plt": "mg", "ydd": "yi", "ayr": "ay", "pbt": "ps",
+    "quy": "qu",
 }
+# Spellings that langcodes reads as another language than alignx (and FLORES) do.
+_SAME_LANGUAGE: dict[str, str] = {
+    "no": "nb", "nor": "nb",  # Norwegian text is Bokmål (FLORES nob_Latn) unless it says nn
+    "cmn": "zh",  # Mandarin: what "zh" means in data sets
+    "tl": "tl", "tgl": "tl", "fil": "tl",  # langcodes folds tl into fil; FLORES has tgl_Latn
+    "prs": "prs",  # langcodes reads Dari as fa-AF; FLORES keeps prs_Arab apart from pes_Arab
+}
+# Usual script where CLDR's likely subtags have none (FLORES-200 languages, Paraguayan Guarani) or
+# differ from what alignx's script checks count (CLDR's Korean "Kore" mixes Hangul and Han).
+_SCRIPTS: dict[str, str] = {
+    "ko": "Hang", "acm": "Arab", "acq": "Arab", "ajp": "Arab", "azb": "Arab", "prs": "Arab", "cjk": "Latn",
+    "dik": "Latn", "gug": "Latn", "kmr": "Latn", "knc": "Latn", "lus": "Latn", "tw": "Latn",
+}
+# Prompt names alignx has always used where langcodes says otherwise (Bangla, Norwegian Bokmål, Chinese).
+_NAMES: dict[str, str] = {"bn": "Bengali", "nb": "Norwegian Bokmal", "zh": "Chinese (Simplified)"}
+# The languages alignx was built with, in row-id order (:func:`all_languages`, data.render.lang_id).
+_BUILT_IN: tuple[str, ...] = (
+    "af", "am", "ar", "az", "be", "bg", "bn", "ca", "cs", "cy", "da", "de", "el", "en", "eo", "es", "et", "eu", "fa",
+    "fi", "fr", "ga", "gl", "gu", "ha", "he", "hi", "hr", "ht", "hu", "hy", "id", "is", "it", "ja", "ka", "kk", "km",
+    "kn", "ko", "lo", "lt", "lv", "mk", "ml", "mn", "mr", "ms", "my", "nb", "ne", "nl", "om", "pa", "pl", "pt", "qu",
+    "ro", "ru", "si", "sk", "sl", "so", "sq", "sr", "sv", "sw", "ta", "te", "th", "tl", "tr", "uk", "ur", "uz", "vi",
+    "xh", "yo", "zh", "zh-Hant", "zu",
+)
 # fmt: on
-
-_BY_KEY: dict[str, Language] = {}
-for _lang in _TABLE:
-    for _key in (_lang.code, _lang.flores):
-        _BY_KEY[_key.lower()] = _lang
-    _BY_KEY.setdefault(_lang.iso3.lower(), _lang)
-for _alias, _code in _ALIASES.items():
-    _BY_KEY[_alias] = _BY_KEY[_code.lower()]
+_LANGUAGE_OVERRIDES = {**_FLORES_INDIVIDUAL, **_SAME_LANGUAGE}
+_ISO3 = {code: flores3 for flores3, code in _FLORES_INDIVIDUAL.items()}
+# Codes that name no language: ISO 639 local use (qaa-qtz), undetermined, uncoded, multiple, no linguistic content.
+_NOT_A_LANGUAGE = re.compile(r"q[a-t][a-z]|und|mis|mul|zxx")
+_ISO639 = re.compile(r"[a-z]{2,3}")  # not x-private or other tags without a language subtag
+UNKNOWN_SCRIPT = "Zzzz"  # ISO 15924 "uncoded script"
 
 
 class UnknownLanguageError(ValueError):
     pass
 
 
+def _cldr_script(key: str) -> str | None:
+    """The script of CLDR's likely subtags for ``key`` (``sr``, ``zh-TW``), None where CLDR has no entry.
+
+    ``Language.maximize()`` would fall back to en-Latn-US where CLDR has no data, a wrong guess for
+    e.g. the Arabic varieties, so the likely-subtags table is read directly.
+    """
+    likely = LIKELY_SUBTAGS.get(key)
+    return langcodes.Language.get(likely, normalize=False).script if likely else None
+
+
+def _usual_script(lang: str) -> str | None:
+    return _SCRIPTS.get(lang) or _cldr_script(lang)
+
+
+def _unknown(code: str) -> UnknownLanguageError:
+    return UnknownLanguageError(
+        f"unknown language code {code!r}: use an ISO 639-1/639-3, BCP-47 or FLORES-200 code (e.g. 'de', 'deu', 'pt-BR', 'deu_Latn')"
+    )
+
+
+@lru_cache(maxsize=4096)
+def _lookup(code: str) -> Language:
+    text = code.strip().replace(" ", "").replace("_", "-")
+    primary, _, rest = text.partition("-")
+    override = _LANGUAGE_OVERRIDES.get(primary.lower())
+    if override is not None:
+        text = f"{override}-{rest}" if rest else override
+    try:
+        # Overridden languages are not normalised again (langcodes would turn tl into fil).
+        tag = langcodes.Language.get(text, normalize=override is None)
+    except langcodes.LanguageTagError:
+        raise _unknown(code) from None
+    lang = _LANGUAGE_OVERRIDES.get(tag.language or "", tag.language or "")  # zh-cmn-Hans became cmn-Hans
+    # An extlang left after normalisation is no registered pair (zh-yue already became yue; cot-zul is two words).
+    if not _ISO639.fullmatch(lang) or _NOT_A_LANGUAGE.fullmatch(lang) or tag.extlangs or not tag.is_valid():
+        raise _unknown(code)
+    usual = _usual_script(lang)
+    script = tag.script
+    if script is None and tag.territory:  # a region matters only where it implies another script (zh-TW)
+        implied = _cldr_script(f"{lang}-{tag.territory}")
+        script = implied if implied != _cldr_script(lang) else None
+    script = script or usual
+    canonical = lang if script is None or script == usual else f"{lang}-{script}"
+    iso3 = _ISO3.get(lang) or langcodes.Language.make(language=lang).to_alpha3()
+    script = script or UNKNOWN_SCRIPT
+    name = _NAMES.get(canonical) or langcodes.Language.make(language=lang, script=None if canonical == lang else script).display_name()
+    return Language(canonical, iso3, f"{iso3}_{script}", name, script)
+
+
 def get(code: str) -> Language:
-    """The :class:`Language` for any known spelling (``de``, ``deu``, ``deu_Latn``, ``zh-CN`` ...)."""
-    key = code.strip().lower().replace(" ", "")
-    lang = _BY_KEY.get(key) or _BY_KEY.get(key.replace("_", "-"))
-    if lang is None:
-        raise UnknownLanguageError(
-            f"unknown language code {code!r}: use ISO 639-1/3 or a FLORES-200 code (e.g. 'de', 'deu', 'deu_Latn')"
-        )
-    return lang
+    """The :class:`Language` for any spelling (``de``, ``deu``, ``deu_Latn``, ``zh-CN``, ``quy``, ``sr-Latn`` ...)."""
+    if not isinstance(code, str):
+        raise _unknown(code)
+    return _lookup(code)
 
 
 def normalize(code: str) -> str:
-    """Canonical alignx code for any known spelling: ``normalize('deu_Latn') == 'de'``."""
+    """Canonical alignx code for any spelling: ``normalize('deu_Latn') == 'de'``."""
     return get(code).code
 
 
@@ -157,5 +153,17 @@ def flores(code: str) -> str:
     return get(code).flores
 
 
+def speakers(code: str) -> int:
+    """Speakers of the language as written, region included (CLDR via langcodes; 0 where unknown).
+
+    Tells apart readings of an ambiguous string: ``pt-BR`` has 200 million speakers, ``en-PT`` 3 million.
+    """
+    try:
+        return langcodes.Language.get(code.strip().replace("_", "-")).speaking_population()
+    except (langcodes.LanguageTagError, LookupError):
+        return 0
+
+
 def all_languages() -> tuple[Language, ...]:
-    return _TABLE
+    """The languages alignx was built with, in a fixed order (any other code works as well)."""
+    return tuple(get(code) for code in _BUILT_IN)

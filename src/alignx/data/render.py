@@ -29,8 +29,10 @@ ALPACA_PROMPT_NO_INPUT = ALPACA_PREAMBLE + "### Instruction:\n{instruction}\n\n#
 
 
 def lang_id(code: str) -> int:
-    """Stable integer id of a canonical language code (row of the language table)."""
-    return _LANG_INDEX[languages.normalize(code)]
+    """Stable integer id of a language: its row among alignx's built-in languages, else its canonical
+    code's ASCII bytes as one integer (at most 8 bytes, so it fits int64 and never meets a row number)."""
+    canonical = languages.normalize(code)
+    return _LANG_INDEX.get(canonical, int.from_bytes(canonical.encode("ascii"), "big"))
 
 
 @dataclass

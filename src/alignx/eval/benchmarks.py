@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -310,6 +311,32 @@ def check_benchmarks(tasks: Sequence[str], data_dir: str | Path | None, mc_file:
             raise ConfigError(f"tasks: unknown task(s) {', '.join(unknown)}: neither alignx_<benchmark>[_<lang>] nor an lm-eval task name")
 
 
+# Suffixes of stock task names that name a language. Any three letters could be an ISO 639-3 code
+# (law, cot, run) and many two-letter codes are abbreviations there too (haerae_rw, csatqa_li), so
+# ISO 639 codes and locales (_mmmlu_pt_br) count only for the languages alignx was built with, while a
+# FLORES-200 code (belebele_deu_Latn, global_piqa_..._asm_beng) may name any language. A locale whose
+# region is one of those languages names two languages instead (mlqa_en_de, lambada_mt_de); "no" is
+# Bokmål, as in :mod:`alignx.languages`.
+_BUILT_IN = frozenset(lang.code for lang in languages.all_languages())
+_FLORES_SUFFIX = re.compile(r"[a-z]{3}_[a-z]{4}", re.IGNORECASE)
+_ISO_SUFFIX = re.compile(r"(?i:[a-z]{2,3})|[a-z]{2}_(?P<region>[a-z]{2})")  # MS_MV is no locale
+
+
+def _task_lang(suffix: str) -> str | None:
+    try:
+        code = languages.normalize(suffix)
+    except languages.UnknownLanguageError:
+        return None
+    if _FLORES_SUFFIX.fullmatch(suffix):
+        return code
+    iso = _ISO_SUFFIX.fullmatch(suffix)
+    if iso is None or code not in _BUILT_IN or iso["region"] in _BUILT_IN:
+        return None
+    if len(suffix) == 2 and suffix.lower() not in (code, "no"):  # deprecated codes (in, iw) are words here
+        return None
+    return code
+
+
 def split_task_name(task: str, rendered: RenderedTasks | None = None) -> tuple[str, str]:
     """``alignx_xcopa_sw`` -> ``("xcopa", "sw")``; stock ``belebele_deu_Latn`` -> ``("belebele", "de")``."""
     if rendered is not None and task in rendered.langs:
@@ -317,10 +344,9 @@ def split_task_name(task: str, rendered: RenderedTasks | None = None) -> tuple[s
     parts = task.split("_")
     for n in (2, 1):  # FLORES codes contain one underscore
         if len(parts) > n:
-            try:
-                return "_".join(parts[:-n]), languages.normalize("_".join(parts[-n:]))
-            except languages.UnknownLanguageError:
-                continue
+            lang = _task_lang("_".join(parts[-n:]))
+            if lang is not None:
+                return "_".join(parts[:-n]), lang
     return task, "all"
 
 

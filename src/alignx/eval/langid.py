@@ -31,7 +31,8 @@ _SCRIPT_BY_NAME_PREFIX = {
     "BENGALI": "Beng", "THAI": "Thai", "TAMIL": "Taml", "TELUGU": "Telu", "KANNADA": "Knda",
     "MALAYALAM": "Mlym", "GUJARATI": "Gujr", "GURMUKHI": "Guru", "SINHALA": "Sinh", "GEORGIAN": "Geor",
     "ARMENIAN": "Armn", "ETHIOPIC": "Ethi", "KHMER": "Khmr", "LAO": "Laoo", "MYANMAR": "Mymr",
-    "TIBETAN": "Tibt", "ORIYA": "Orya",
+    "TIBETAN": "Tibt", "ORIYA": "Orya", "TIFINAGH": "Tfng", "OL": "Olck", "THAANA": "Thaa", "SYRIAC": "Syrc",
+    "NKO": "Nkoo", "CHEROKEE": "Cher", "CANADIAN": "Cans", "ADLAM": "Adlm", "VAI": "Vaii", "YI": "Yiii",
 }  # fmt: skip
 # Scripts whose texts legitimately mix several Unicode scripts.
 _COMPATIBLE = {
@@ -40,6 +41,7 @@ _COMPATIBLE = {
     "Hant": {"Hani"},
     "Hang": {"Hang", "Hani"},
 }
+_DETECTABLE = set(_SCRIPT_BY_NAME_PREFIX.values())
 
 
 def char_script(ch: str) -> str | None:
@@ -57,6 +59,12 @@ def dominant_script(text: str) -> str | None:
     """The most frequent script among the letters of ``text`` (None when it has no letters)."""
     counts = Counter(s for s in map(char_script, text) if s is not None)
     return counts.most_common(1)[0][0] if counts else None
+
+
+def script_checkable(lang: str) -> bool:
+    """Whether the script check can judge ``lang``: its script is known and one :func:`char_script` sees."""
+    expected = languages.get(lang).script
+    return bool(_COMPATIBLE.get(expected, {expected}) & _DETECTABLE)
 
 
 def script_matches(text: str, lang: str) -> bool | None:
@@ -86,7 +94,9 @@ class LanguageIdentifier:
     """Decides whether a text is in a given language.
 
     ``method``: ``auto`` (py3langid when installed, else script), ``py3langid`` or ``script``.
-    Languages that py3langid does not know are checked by script even in py3langid mode.
+    Languages that py3langid does not know are checked by script even in py3langid mode; a language
+    whose script neither knows (no script in CLDR, or one :func:`char_script` does not see) gets
+    method ``none``: any text with letters counts as on target, since nothing can be checked.
     """
 
     def __init__(self, method: str = "auto") -> None:
@@ -121,12 +131,17 @@ class LanguageIdentifier:
         return self._normalize(label) or label
 
     def method_for(self, lang: str) -> str:
-        """Which check ``is_language`` uses for this target language."""
-        return "py3langid" if self._model is not None and _base(languages.normalize(lang)) in self._known else "script"
+        """Which check ``is_language`` uses for this target language: py3langid, script or none."""
+        if self._model is not None and _base(languages.normalize(lang)) in self._known:
+            return "py3langid"
+        return "script" if script_checkable(lang) else "none"
 
     def is_language(self, text: str, lang: str) -> bool:
         """True when ``text`` is identified as ``lang``; texts without letters count as not."""
-        if self.method_for(lang) == "script":
+        method = self.method_for(lang)
+        if method == "none":
+            return any(ch.isalpha() for ch in text)
+        if method == "script":
             return bool(script_matches(text, lang))
         detected = self.detect(text)
         return detected is not None and _base(detected) == _base(languages.normalize(lang))

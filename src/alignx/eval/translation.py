@@ -61,15 +61,24 @@ class Pair:
 
 
 def parse_direction(text: str) -> tuple[str, str]:
-    """``"en-de"`` / ``"eng_Latn-deu_Latn"`` -> canonical ``("en", "de")``."""
+    """``"en-de"`` / ``"eng_Latn-deu_Latn"`` / ``"en-zh-Hant"`` -> canonical ``("en", "de")``.
+
+    Codes may contain '-' themselves, so every split point is tried. Where several read as two
+    languages (``en-pt-br``: en + pt-BR, or en-PT + br) the one whose codes have the most speakers
+    wins (the smaller side counts), so a region goes to the language written there.
+    """
     parts = text.split("-")
-    # codes may contain '-' themselves (zh-Hant): try every split point
+    readings: list[tuple[int, tuple[str, str]]] = []
     for i in range(1, len(parts)):
+        src, tgt = "-".join(parts[:i]), "-".join(parts[i:])
         try:
-            return languages.normalize("-".join(parts[:i])), languages.normalize("-".join(parts[i:]))
+            pair = languages.normalize(src), languages.normalize(tgt)
         except languages.UnknownLanguageError:
             continue
-    raise ValueError(f"bad translation direction {text!r}: expected '<src>-<tgt>' with known codes, e.g. 'en-de'")
+        readings.append((min(languages.speakers(src), languages.speakers(tgt)), pair))
+    if not readings:
+        raise ValueError(f"bad translation direction {text!r}: expected '<src>-<tgt>' with language codes, e.g. 'en-de'")
+    return max(readings, key=lambda r: r[0])[1]  # max keeps the first of equals: the shortest source
 
 
 def read_parallel_jsonl(path: str | Path) -> list[Pair]:
