@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,63 @@ def test_comet_is_null_with_a_reason_when_unconfigured():
     assert score is None and "comet_model" in why
     score, why = translation.comet_score(["a"], ["b"], ["c"], "/nonexistent/model.ckpt")
     assert score is None and why
+
+
+# sacrebleu's signature layout (sacrebleu/metrics/bleu.py, chrf.py): "key:value" fields joined by "|"
+BLEU_SIGNATURE = r"nrefs:1\|case:mixed\|eff:no\|tok:{tok}\|smooth:exp\|version:\d+\.\d+\.\d+"
+CHRF_SIGNATURE = r"nrefs:1\|case:mixed\|eff:yes\|nc:6\|nw:2\|space:no\|version:\d+\.\d+\.\d+"
+
+
+@pytest.mark.parametrize("tok", ["13a", "zh", "char"])
+def test_scores_carry_sacrebleu_signatures(tok):
+    import sacrebleu
+
+    scores = translation.corpus_scores(["the cat sat on the mat"], ["the cat sat on a mat"], tok)
+    assert re.fullmatch(BLEU_SIGNATURE.format(tok=tok), scores["bleu_signature"])
+    assert re.fullmatch(CHRF_SIGNATURE, scores["chrf_signature"])
+    assert scores["bleu_signature"].endswith(f"version:{sacrebleu.__version__}")
+
+
+def _fake_comet(monkeypatch) -> list[str]:
+    """A stand-in ``comet`` package whose loader records every checkpoint it loads (unbabel-comet is optional)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    loads: list[str] = []
+
+    class Model:
+        def predict(self, data, batch_size, gpus, progress_bar):  # noqa: ANN001, ANN202
+            return types.SimpleNamespace(system_score=0.5 + 0.01 * len(data))
+
+    def load_from_checkpoint(path):  # noqa: ANN001, ANN202
+        loads.append(path)
+        return Model()
+
+    module = types.ModuleType("comet")
+    module.__spec__ = importlib.machinery.ModuleSpec("comet", None)
+    module.load_from_checkpoint = load_from_checkpoint
+    monkeypatch.setitem(sys.modules, "comet", module)
+    return loads
+
+
+def test_comet_checkpoint_loads_once_per_run(monkeypatch, tmp_path):
+    loads = _fake_comet(monkeypatch)
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"")
+    # generation is not under test: every hypothesis is the reference's first word
+    monkeypatch.setattr(translation, "generate", lambda model, tok, prompts, **kw: ["Die"] * len(prompts))
+    sets = {(s, t): ([Pair(f"src {i}", f"Die {i}", s, t) for i in range(n)], []) for s, t, n in
+            [("en", "de", 2), ("de", "en", 3), ("en", "zh", 4)]}  # fmt: skip
+    results = translation.run_translation(None, None, sets, comet_model=str(ckpt), langid="script", rows_out={})
+    assert loads == [str(ckpt)]  # one load for three directions
+    assert [results[d]["comet"] for d in ("en-de", "de-en", "en-zh")] == pytest.approx([0.52, 0.53, 0.54])
+    for entry in results.values():
+        assert re.fullmatch(BLEU_SIGNATURE.format(tok=entry["tokenizer"]), entry["bleu_signature"])
+        assert re.fullmatch(CHRF_SIGNATURE, entry["chrf_signature"])
+    # a second run loads again: the scorer belongs to one evaluation run
+    translation.run_translation(None, None, {("en", "de"): sets[("en", "de")]}, comet_model=str(ckpt), langid="script", rows_out={})
+    assert loads == [str(ckpt)] * 2
 
 
 # --- language identification --------------------------------------------------------------------

@@ -12,7 +12,8 @@ Metrics are corpus-level sacrebleu (one implementation for every number):
   ``zh`` for Chinese, ``char`` for scripts written without spaces (ja th km lo my), ``13a`` otherwise.
   The tokenizer used is stored with every score: fallback BLEU is NOT comparable to published spBLEU.
 - chrF++ = ``CHRF(word_order=2)`` (tokenizer-free).
-- COMET only with the ``comet`` package and a local checkpoint path; otherwise ``None``.
+- COMET only with the ``comet`` package and a local checkpoint path (loaded once per run); otherwise ``None``.
+Each BLEU and chrF++ score is stored with sacrebleu's metric signature (``bleu_signature``, ``chrf_signature``).
 - Off-target rate: share of outputs whose identified language is not the target (:mod:`.langid`).
 """
 
@@ -268,15 +269,23 @@ def resolve_bleu_tokenizer(requested: str, tgt_lang: str) -> str:
     return "char" if info.script in _NO_SPACE_SCRIPTS else "13a"
 
 
-def corpus_scores(hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> dict[str, float]:
-    """Corpus BLEU (with the given sacrebleu tokenizer) and chrF++ on 0-100 scales."""
+def corpus_scores(hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> dict[str, Any]:
+    """Corpus BLEU (with the given sacrebleu tokenizer) and chrF++ on 0-100 scales, each with sacrebleu's
+    metric signature (``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``), which says how the
+    number was computed and so whether two numbers can be compared."""
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
-    bleu = BLEU(tokenize=tokenize).corpus_score(list(hyps), [list(refs)])
-    chrf = CHRF(word_order=2).corpus_score(list(hyps), [list(refs)])
-    return {"spbleu": round(bleu.score, 4), "chrf++": round(chrf.score, 4)}
+    bleu_metric, chrf_metric = BLEU(tokenize=tokenize), CHRF(word_order=2)
+    bleu = bleu_metric.corpus_score(list(hyps), [list(refs)])
+    chrf = chrf_metric.corpus_score(list(hyps), [list(refs)])
+    return {
+        "spbleu": round(bleu.score, 4),
+        "chrf++": round(chrf.score, 4),
+        "bleu_signature": str(bleu_metric.get_signature()),
+        "chrf_signature": str(chrf_metric.get_signature()),
+    }
 
 
 def chrf_sentence_stats(hyps: Sequence[str], refs: Sequence[str]) -> list[list[int]]:
@@ -294,23 +303,44 @@ def chrf_from_stats(summed: Sequence[float]) -> float:
     return float(CHRF(word_order=2)._compute_score_from_stats([int(v) for v in summed]).score)
 
 
-def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], model_path: str | None, batch_size: int = 8) -> tuple[float | None, str | None]:
-    """(system COMET score, None) or (None, why it was skipped).
-
-    A COMET checkpoint is a pickle (loading it runs code from the file): ``alignx eval`` calls this with a
-    path only when the user opted in with ``trust_comet_checkpoint=true``."""
+def _comet_unavailable(model_path: str | None) -> str | None:
     if not model_path:
-        return None, "COMET skipped: no comet_model path configured"
+        return "COMET skipped: no comet_model path configured"
     if importlib.util.find_spec("comet") is None:
-        return None, "COMET skipped: package 'unbabel-comet' is not installed"
+        return "COMET skipped: package 'unbabel-comet' is not installed"
     if not os.path.exists(model_path):
-        return None, f"COMET skipped: checkpoint {model_path} not found"
-    from comet import load_from_checkpoint
+        return f"COMET skipped: checkpoint {model_path} not found"
+    return None
 
-    model = load_from_checkpoint(model_path)
-    data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs, strict=True)]
-    result = model.predict(data, batch_size=batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False)
-    return float(result.system_score), None
+
+class CometScorer:
+    """COMET for one evaluation run: the checkpoint (wmt22-comet-da is over 2 GB) is loaded at the first
+    direction scored and reused for every other one, not loaded again per direction.
+
+    A COMET checkpoint is a pickle (loading it runs code from the file): ``alignx eval`` passes a path
+    only when the user opted in with ``trust_comet_checkpoint=true``."""
+
+    def __init__(self, model_path: str | None, batch_size: int = 8) -> None:
+        self.model_path, self.batch_size = model_path, batch_size
+        self._model: Any = None
+        self.skipped = _comet_unavailable(model_path)  # why there is no COMET score, or None
+
+    def score(self, srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str]) -> tuple[float | None, str | None]:
+        """(system COMET score, None) or (None, why it was skipped)."""
+        if self.skipped:
+            return None, self.skipped
+        if self._model is None:
+            from comet import load_from_checkpoint
+
+            self._model = load_from_checkpoint(self.model_path)
+        data = [{"src": s, "mt": h, "ref": r} for s, h, r in zip(srcs, hyps, refs, strict=True)]
+        result = self._model.predict(data, batch_size=self.batch_size, gpus=1 if torch.cuda.is_available() else 0, progress_bar=False)
+        return float(result.system_score), None
+
+
+def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str], model_path: str | None, batch_size: int = 8) -> tuple[float | None, str | None]:
+    """One-off :meth:`CometScorer.score` (loads the checkpoint for this call only)."""
+    return CometScorer(model_path, batch_size).score(srcs, hyps, refs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,10 +360,12 @@ def evaluate_direction(
     max_new_tokens: int = 256,
     use_chat_template: bool = False,
     bleu_tokenize: str = "auto",
-    comet_model: str | None = None,
+    comet: CometScorer | None = None,
     identifier: LanguageIdentifier | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Translate ``test`` and score it. Returns (eval.json entry, all {src, ref, hyp} rows)."""
+    """Translate ``test`` and score it. Returns (eval.json entry, all {src, ref, hyp} rows).
+
+    ``comet``: the run's scorer (None: no COMET); one scorer for all directions loads its checkpoint once."""
     if not test:
         raise ValueError("no test pairs for this direction")
     src_lang, tgt_lang = test[0].src_lang, test[0].tgt_lang
@@ -345,7 +377,7 @@ def evaluate_direction(
     hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}")
     refs = [p.tgt for p in test]
     tokenizer_name = resolve_bleu_tokenizer(bleu_tokenize, tgt_lang)
-    comet, why = comet_score([p.src for p in test], hyps, refs, comet_model, batch_size)
+    comet_value, why = (comet or CometScorer(None)).score([p.src for p in test], hyps, refs)
     if why:
         log.info("%s-%s: %s", src_lang, tgt_lang, why)
     rows = [{"src": p.src, "ref": p.tgt, "hyp": h} for p, h in zip(test, hyps, strict=True)]
@@ -354,7 +386,7 @@ def evaluate_direction(
         **corpus_scores(hyps, refs, tokenizer_name),
         "off_target": round(sum(off) / len(off), 4),
         "n": len(test),
-        "comet": comet,
+        "comet": comet_value,
         "tokenizer": tokenizer_name,
         "shots": shots,
         "langid": identifier.method_for(tgt_lang),
@@ -427,11 +459,12 @@ def run_translation(
     """Evaluate every direction; returns ``{"<src>-<tgt>": entry}``. The {src, ref, hyp} rows of each direction
     go to ``rows_out[<src>-<tgt>]`` when given, else to ``outputs_dir/translations.<src>-<tgt>.jsonl``."""
     identifier = LanguageIdentifier(langid)
+    comet = CometScorer(comet_model, batch_size)  # one checkpoint load for the whole run
     results: dict[str, dict[str, Any]] = {}
     for (src, tgt), (test, dev) in sets.items():
         entry, rows = evaluate_direction(
             model, tokenizer, test, dev, shots=shots, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
-            use_chat_template=use_chat_template, bleu_tokenize=bleu_tokenize, comet_model=comet_model, identifier=identifier,
+            use_chat_template=use_chat_template, bleu_tokenize=bleu_tokenize, comet=comet, identifier=identifier,
         )  # fmt: skip
         results[f"{src}-{tgt}"] = entry
         log.info("%s-%s: spBLEU(%s) %.2f chrF++ %.2f off-target %.2f (n=%d)", src, tgt, entry["tokenizer"], entry["spbleu"], entry["chrf++"], entry["off_target"], entry["n"])
