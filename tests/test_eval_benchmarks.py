@@ -143,7 +143,12 @@ def test_fixture_benchmarks_run_through_lm_eval():
     texts = [line for p in FIX.rglob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
     model, tok = tiny_lm(texts)
     tasks = [f"alignx_{b}" for b in BENCHES if b != "xcopa"] + ["alignx_mc"]
-    result = benchmarks.run_benchmarks(model, tok, tasks, FIX, limit=3, batch_size=8, max_gen_toks=8)
+    raw: dict = {}
+    result = benchmarks.run_benchmarks(model, tok, tasks, FIX, limit=3, batch_size=8, max_gen_toks=8, raw_out=raw)
+    # lm-eval's own results object, as strict JSON (no NaN), agreeing with the summary
+    assert json.loads(json.dumps(raw, allow_nan=False)) == raw
+    assert raw["results"]["alignx_xnli_de"]["acc,none"] == result["xnli"]["de"]["acc"]
+    assert raw["n-samples"]["alignx_mc_en"]["effective"] == 3 and "alignx_xnli_de" in raw["configs"]
     expected = {
         "xnli": {"de": 3, "sw": 3}, "xstorycloze": {"en": 3, "sw": 3}, "xwinograd": {"en": 3, "fr": 3},
         "pawsx": {"de": 3, "fr": 3}, "belebele": {"de": 3, "sw": 3}, "mgsm": {"de": 3, "sw": 3}, "mc": {"de": 3, "en": 3},
@@ -154,3 +159,27 @@ def test_fixture_benchmarks_run_through_lm_eval():
             assert 0.0 <= entry["acc"] <= 1.0 and entry["acc_stderr"] is not None
     assert "acc_norm" in result["belebele"]["de"] and "acc_norm" in result["mc"]["en"]
     assert result["mgsm"]["de"]["metric"] == "exact_match,flexible-extract"
+
+
+def test_lm_eval_results_become_plain_json():
+    """What lm-eval's results hold besides numbers: numpy scalars, NaN stderrs, dtypes, task functions, sets."""
+    import numpy as np
+
+    def doc_to_text(doc):  # noqa: ANN001, ANN202
+        return doc
+
+    raw = {
+        "results": {"t": {"acc,none": np.float64(0.5), "acc_stderr,none": float("nan"), "n": np.int64(3), "alias": "t"}},
+        "configs": {"t": {"doc_to_text": doc_to_text, "fewshot": (1, 2), "tags": {"b", "a"}}},
+        "config": {"model_dtype": torch.float32, "limit": None, "bootstrap_iters": 1000, "weights": torch.tensor([1.0, 2.0])},
+        ("tuple", "key"): np.array([[1, 2]]),
+        "inf": float("inf"),
+        "ok": True,
+    }
+    plain = benchmarks.lm_eval_json(raw)
+    assert json.loads(json.dumps(plain, allow_nan=False)) == plain
+    assert plain["results"]["t"] == {"acc,none": 0.5, "acc_stderr,none": None, "n": 3, "alias": "t"}
+    assert type(plain["results"]["t"]["n"]) is int and plain["inf"] is None and plain["ok"] is True
+    assert plain["configs"]["t"]["fewshot"] == [1, 2] and plain["configs"]["t"]["tags"] == ["a", "b"]
+    assert plain["configs"]["t"]["doc_to_text"].startswith("<function") and plain["config"]["model_dtype"] == "torch.float32"
+    assert plain["config"]["weights"] == [1.0, 2.0] and plain["('tuple', 'key')"] == [[1, 2]]

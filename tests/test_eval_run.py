@@ -76,9 +76,15 @@ def test_main_writes_eval_json(tmp_path):
     assert set(result["benchmarks"]) == {"mc"}
     for entry in result["benchmarks"]["mc"].values():
         assert entry["n"] == 2 and {"acc", "acc_stderr", "acc_norm"} <= set(entry)
+    # lm-eval's raw results beside eval.json: strict JSON (NaN would be refused), the same numbers
+    raw = json.loads((tmp_path / "out" / "lm_eval_results.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
+    for lang, entry in result["benchmarks"]["mc"].items():
+        assert raw["results"][f"alignx_mc_{lang}"]["acc,none"] == entry["acc"]
+    assert raw["config"]["model_dtype"] == "torch.float32" and raw["n-samples"]["alignx_mc_en"]["effective"] == 2
     assert set(result["translation"]) == {"en-de", "en-zh"}
     for direction, entry in result["translation"].items():
         assert {"spbleu", "chrf++", "off_target", "n", "comet", "tokenizer", "shots", "samples"} <= set(entry)
+        assert f"|tok:{entry['tokenizer']}|" in entry["bleu_signature"] and "|nw:2|" in entry["chrf_signature"]
         assert entry["n"] == 2 and entry["shots"] == 1 and entry["comet"] is None
         assert 0 <= entry["spbleu"] <= 100 and 0 <= entry["chrf++"] <= 100 and 0 <= entry["off_target"] <= 1
         assert [set(s) for s in entry["samples"]] == [{"src", "ref", "hyp"}] * 2
@@ -127,6 +133,7 @@ def test_failed_evaluation_keeps_finished_parts_and_the_older_result(tmp_path, m
     out = tmp_path / "out"
     out.mkdir()
     (out / "eval.json").write_text('{"kind": "eval", "note": "older"}\n')
+    (out / "lm_eval_results.json").write_text('{"note": "older"}\n')  # belongs to the older eval.json
 
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003
         raise RuntimeError("perplexity exploded")
@@ -141,4 +148,31 @@ def test_failed_evaluation_keeps_finished_parts_and_the_older_result(tmp_path, m
     assert partial["kind"] == "eval.partial" and partial["error"] == "RuntimeError: perplexity exploded"
     assert set(partial["translation"]) == {"en-de", "en-zh"} and "perplexity" not in partial
     assert read_json(out / "eval.json") == {"kind": "eval", "note": "older"}
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.partial.json"]
+    assert read_json(out / "lm_eval_results.json") == {"note": "older"}
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "eval.partial.json", "lm_eval_results.json"]
+
+
+def test_run_without_benchmarks_drops_an_older_lm_eval_file(tmp_path):
+    """lm_eval_results.json sits beside the eval.json whose benchmarks it holds: a new eval.json without
+    benchmarks must not leave an older run's file next to it."""
+    model, tok = tiny_lm(_texts())
+    model_dir = tmp_path / "m"
+    model.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lm_eval_results.json").write_text('{"note": "older"}\n')
+    cfg = EvalConfig(model=ModelConfig(name_or_path=str(model_dir)), translation_files=[str(FIX / "translation" / "test.jsonl")],
+                     shots=0, limit=1, max_new_tokens=2, output_dir=str(out))  # fmt: skip
+    main(cfg)
+    assert read_json(out / "eval.json")["benchmarks"] == {} and not (out / "lm_eval_results.json").exists()
+
+
+def test_replacing_a_run_removes_its_lm_eval_results(tmp_path):
+    """overwrite_output_dir: lm-eval's raw results came from the replaced model, like eval.json."""
+    from alignx.train.outputs import clear_outputs
+
+    for name in ("eval.json", "lm_eval_results.json", "translations.en-de.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("{}\n")
+    clear_outputs(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

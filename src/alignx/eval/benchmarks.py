@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -389,6 +390,28 @@ def summarize_results(results: dict[str, Any], rendered: RenderedTasks | None = 
     return dict(out)
 
 
+def lm_eval_json(value: Any) -> Any:
+    """lm-eval's results object as plain JSON, converted explicitly rather than by ``default=str``: numpy and
+    torch numbers become numbers, NaN and infinities null (not JSON), sets and tuples lists, keys strings, and
+    anything else (dtypes, task functions, tokenizer objects in the task configs) its ``str``."""
+    import numpy as np
+    import torch
+
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): lm_eval_json(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return [lm_eval_json(v) for v in sorted(value, key=str)]
+    if isinstance(value, list | tuple):
+        return [lm_eval_json(v) for v in value]
+    if isinstance(value, np.generic | np.ndarray | torch.Tensor):
+        return lm_eval_json(value.tolist())
+    return str(value)
+
+
 def run_benchmarks(
     model: Any,
     tokenizer: Any,
@@ -400,12 +423,14 @@ def run_benchmarks(
     mc_file: str | Path | None = None,
     seed: int = 0,
     max_gen_toks: int | None = None,
+    raw_out: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate an in-memory HF model on alignx's local tasks and/or stock lm-eval tasks.
 
     Returns ``{benchmark: {lang: {"acc", "acc_stderr", "n"}}}`` (``acc_norm`` too when the task has it).
     ``num_fewshot=None`` keeps each task's default (0 for these). ``max_gen_toks`` caps generation
-    tasks (MGSM; lm-eval's default is 256).
+    tasks (MGSM; lm-eval's default is 256). ``raw_out`` is filled with lm-eval's own results object
+    (every metric, task configs, versions), as plain JSON (:func:`lm_eval_json`).
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -435,4 +460,6 @@ def run_benchmarks(
         )
     if results is None:  # non-zero ranks under distributed evaluation
         return {}
+    if raw_out is not None:
+        raw_out.update(lm_eval_json(results))
     return summarize_results(results, rendered)

@@ -4,14 +4,19 @@ eval.json schema (read by ``alignx report``)::
 
     {"kind": "eval", "run_name", "model", "config": {...}, "env": {...},
      "benchmarks": {benchmark: {lang: {"acc", "acc_stderr", "n", ["acc_norm", "acc_norm_stderr"]}}},
-     "translation": {"<src>-<tgt>": {"spbleu", "chrf++", "off_target", "n", "comet", "tokenizer",
-                                     "shots", "langid", "samples": [{src, ref, hyp} x 5],
+     "translation": {"<src>-<tgt>": {"spbleu", "chrf++", "bleu_signature", "chrf_signature", "off_target", "n",
+                                     "comet", "tokenizer", "shots", "langid", "samples": [{src, ref, hyp} x 5],
                                      "items": {"chrf_stats": [[24 ints] per sentence], "off_target": [0/1 ...]}}},
      "perplexity": {lang: {"ppl", "n", "tokens", "items": {"nll": [...], "tokens": [...]}}}}
 
+``bleu_signature`` / ``chrf_signature`` are sacrebleu's metric signatures (``nrefs:1|case:mixed|eff:no|tok:13a|
+smooth:exp|version:2.6.0``); ``langid`` is the off-target check used (py3langid, script, or none where the target's
+script is unknown). When benchmarks ran, lm-eval's own results object (every metric, task configs, versions) is
+saved beside eval.json as ``lm_eval_results.json``.
+
 Every input (model path, task names, benchmark files, translation and perplexity files, shot counts, BLEU
-tokenizer, COMET opt-in) is checked before the model is loaded. ``eval.json`` and the translation files are
-written together at the end, atomically; when a part fails after others finished, the finished parts go to
+tokenizer, COMET opt-in) is checked before the model is loaded. ``eval.json``, ``lm_eval_results.json`` and the
+translation files are written together at the end, atomically, eval.json last; when a part fails after others finished, the finished parts go to
 ``eval.partial.json`` and an older ``eval.json`` is left as it was (its own config says what it measured).
 """
 
@@ -41,6 +46,7 @@ from alignx.eval.translation import (
 from alignx.utils import environment, output_lock, write_json
 
 log = logging.getLogger(__name__)
+LM_EVAL_RESULTS = "lm_eval_results.json"  # lm-eval's raw results, beside eval.json
 
 
 @dataclass
@@ -144,12 +150,14 @@ def prepare_inputs(cfg: EvalConfig, tokenizer: Any) -> EvalInputs:
 
 
 def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | None = None,
-             rows: dict[str, list[dict[str, str]]] | None = None, done: dict[str, Any] | None = None) -> dict[str, Any]:
+             rows: dict[str, list[dict[str, str]]] | None = None, done: dict[str, Any] | None = None,
+             lm_eval_raw: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run benchmarks and translation on an in-memory model; returns the eval.json object (unwritten).
 
     ``inputs``: from :func:`prepare_inputs` (read here when not given, still before any model work).
     ``rows``: when given, translation rows are collected there instead of written to ``cfg.output_dir``.
-    ``done``: filled with each finished part (benchmarks, translation, perplexity) as it finishes."""
+    ``done``: filled with each finished part (benchmarks, translation, perplexity) as it finishes.
+    ``lm_eval_raw``: filled with lm-eval's raw results (plain JSON) when benchmarks ran."""
     from alignx.eval.benchmarks import run_benchmarks
 
     inputs = inputs or prepare_inputs(cfg, tokenizer)
@@ -160,6 +168,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
         done["benchmarks"] = run_benchmarks(
             model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
             num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
+            raw_out=lm_eval_raw,
         )  # fmt: skip
     t1 = time.time()
     if cfg.has_translation:
@@ -203,8 +212,9 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
             model.to("cuda")
         rows: dict[str, list[dict[str, str]]] = {}
         done: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
         try:
-            result = evaluate(model, tokenizer, cfg, inputs, rows=rows, done=done)
+            result = evaluate(model, tokenizer, cfg, inputs, rows=rows, done=done, lm_eval_raw=raw)
         except Exception as e:
             if done:  # keep what finished; eval.json (if any) stays the older, complete one
                 partial = {"kind": "eval.partial", "error": f"{type(e).__name__}: {e}", "model": cfg.model.name_or_path,
@@ -213,6 +223,10 @@ def main(cfg: EvalConfig) -> dict[str, Any]:
             raise
         for direction, direction_rows in rows.items():
             write_translations(out, direction, direction_rows)
+        if raw:
+            write_json(out / LM_EVAL_RESULTS, raw)
+        else:  # an older run's file would sit beside an eval.json that did not produce it
+            (out / LM_EVAL_RESULTS).unlink(missing_ok=True)
         path = write_json(out / "eval.json", result)
         (out / "eval.partial.json").unlink(missing_ok=True)
     log.info("wrote %s", path)

@@ -33,7 +33,7 @@ SUMMARY = "train_summary.json"
 # What a training run writes into its output_dir (checkpoint-N besides).
 TRAIN_OUTPUTS = (RUN_RECORD, CONFIG_FILE, SUMMARY, "final", "final_adapter", "runs")
 # Results other commands computed from a run's model: stale once that run is replaced.
-DERIVED_RESULTS = ("eval.json", "eval.partial.json", "analysis.json", "translations.*.jsonl")
+DERIVED_RESULTS = ("eval.json", "eval.partial.json", "lm_eval_results.json", "analysis.json", "translations.*.jsonl")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
