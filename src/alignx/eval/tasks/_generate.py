@@ -92,7 +92,10 @@ def main() -> None:
     built_in = {lang.code for lang in languages.all_languages()}
     bele = {}
     for code in sorted(stock_bele):
-        lang = languages.get(code)
+        try:
+            lang = languages.get(code)
+        except languages.UnknownLanguageError:
+            continue
         if lang.code in built_in:
             bele[lang.code] = {"dataset_kwargs": {"data_files": {"test": f"{D}/belebele/{code}.jsonl"}}}
     _bench("belebele", bele, {"metric": "acc"})
