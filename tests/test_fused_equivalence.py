@@ -279,3 +279,37 @@ def test_hooks_and_hidden_states_give_same_gradients_with_checkpointing(arch: st
     assert grads["hooks"].keys() == grads["hidden_states"].keys()
     for name, g in grads["hooks"].items():
         torch.testing.assert_close(g, grads["hidden_states"][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+@pytest.mark.parametrize("capture", ["hooks", "hidden_states"])
+@pytest.mark.parametrize("bos_row", [True, False])
+def test_separate_ctr_encodes_each_sentence_alone(arch: str, capture: str, bos_row: bool) -> None:
+    """loss.ctr_inputs=separate: L_CTR on x and y each run through the LM on its own (behind BOS when the rows
+    start with BOS), mean-pooled over the sentence's tokens at the align layer; computed here one sentence at a time."""
+    lm = _tiny(arch).eval()
+    tau, layer = 0.1, 2
+    model = AlignXModel(lm, LossConfig(lambda_ctr=0.3, lambda_lam=0.0, tau=tau, align_layer=layer, ctr_inputs="separate"),
+                        with_alignment=True, capture=capture)
+    batch = _batch()
+    batch["input_ids"][:, 0] = 1 if bos_row else 5  # 1 is the tiny models' BOS
+    got = model(**batch)["ctr"]
+
+    def alone(b: int, start: int, end: int) -> torch.Tensor:
+        tokens = batch["input_ids"][b, start:end].tolist()
+        seq = torch.tensor([([1] if bos_row else []) + tokens])
+        states = lm(input_ids=seq, output_hidden_states=True).hidden_states[layer][0]
+        return states[1:].mean(0) if bos_row else states.mean(0)
+
+    B = batch["input_ids"].shape[0]
+    hx = [alone(b, int(batch["x_start"][b]), int(batch["x_end"][b])) for b in range(B)]
+    hy = [alone(b, int(batch["y_start"][b]), int(batch["y_end"][b])) for b in range(B)]
+    per_pair = []
+    for i in range(B):
+        sims = torch.stack([F.cosine_similarity(hx[i], hy[j], dim=0) / tau for j in range(B)])
+        per_pair.append(-torch.log_softmax(sims, 0)[i])
+    expected = torch.stack(per_pair).mean() / 2
+    torch.testing.assert_close(got.double(), expected.double(), rtol=1e-6, atol=1e-6)
+    # and the in-context default reads something else (y sees x), so the option does change the loss
+    in_context = AlignXModel(lm, LossConfig(lambda_ctr=0.3, lambda_lam=0.0, tau=tau, align_layer=layer), with_alignment=True, capture=capture)
+    assert not torch.allclose(in_context(**batch)["ctr"].double(), expected.double(), rtol=1e-3, atol=1e-4)

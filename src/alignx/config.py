@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 # data.template values with a fixed meaning (see DataConfig.template); anything else is free text with {src}.
 TEMPLATE_PRESETS = ("alpaca", "chat")
+CTR_INPUTS = ("in_context", "separate")
 TRANSLATION_INSTRUCTION = "Translate the following sentences from {src_name} to {tgt_name}."
 
 
@@ -107,6 +108,12 @@ class LossConfig:
         "NOT in the reference: subtract the micro-batch mean of the pooled x and y states before the L_CTR cosine "
         "(makes L_CTR learn on models whose mid-layer states share a dominant direction, e.g. Gemma-3)",
     )
+    ctr_inputs: str = opt(
+        "in_context",
+        "what L_CTR pools: in_context (reference: the x and y spans of the training row, y read with x in its "
+        "context) | separate (NOT in the reference: x and y re-encoded alone, as the alignment analysis and "
+        "retrieval read them; one extra forward of the 2B sentences per step)",
+    )
     lam_width: int = opt(128, "hidden width of the language-matching gated MLP (reference 128)")
     lam_init_std: float = opt(
         0.02, "std of the normal init of the L_LAM head's weights, as HF linear layers (reference 0.02); 0: PyTorch's default"
@@ -129,6 +136,8 @@ class LossConfig:
             raise ConfigError(f"loss.lam_init_std must be >= 0, got {self.lam_init_std}")
         if self.align_layer < -1 or self.align_layer == 0:
             raise ConfigError(f"loss.align_layer must be -1 (middle layer) or a layer >= 1, got {self.align_layer}")
+        if self.ctr_inputs not in CTR_INPUTS:
+            raise ConfigError(f"loss.ctr_inputs must be one of {', '.join(CTR_INPUTS)}, got {self.ctr_inputs!r}")
         if self.ntp_chunk_size < 0:
             raise ConfigError(f"loss.ntp_chunk_size must be >= 0 (0: no chunking), got {self.ntp_chunk_size}")
 

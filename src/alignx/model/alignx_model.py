@@ -17,7 +17,7 @@ from torch import nn
 from alignx.config import LossConfig
 from alignx.distributed import gather_with_grad
 from alignx.model import load as mload
-from alignx.model.pooling import pool_spans
+from alignx.model.pooling import masked_mean, pool_spans, span_batch
 from alignx.objectives import LanguageMatchingHead, fused_next_token_loss, info_nce, language_matching_loss
 from alignx.objectives.ntp import next_token_loss_from_logits
 
@@ -183,13 +183,18 @@ class AlignXModel(nn.Module):
         result = {"ntp_sum": ntp_sum, "ntp_count": ntp_count, "ctr": zero, "lam": zero}
         if x_start is None or y_start is None:
             return result
+        # Under the caller's autocast, like the rows' forward; pooled in fp32.
+        separate = self.sentence_states(input_ids, x_start, x_end, y_start, y_end) if self.use_ctr and self.loss_cfg.ctr_inputs == "separate" else None
         # Pooling, L_CTR and L_LAM in fp32 even under autocast: the reference computes the cosine in fp32,
         # and a bf16 pooled mean or cosine logit is off by ~0.4 % (1 / 2^8).
         with torch.autocast(device_type=last_states.device.type, enabled=False):
             if self.use_ctr:
-                mid = mid_states.float()  # a copy only when the model computes in bf16/fp16
-                hx = pool_spans(mid, x_start, x_end)
-                hy = pool_spans(mid, y_start, y_end)
+                if separate is not None:
+                    hx, hy = separate
+                else:
+                    mid = mid_states.float()  # a copy only when the model computes in bf16/fp16
+                    hx = pool_spans(mid, x_start, x_end)
+                    hy = pool_spans(mid, y_start, y_end)
                 if self.loss_cfg.ctr_gather:
                     hy_all, pos = gather_with_grad(hy)
                     result["ctr"] = info_nce(
@@ -207,6 +212,37 @@ class AlignXModel(nn.Module):
                 ids = torch.cat([src_lang, tgt_lang], dim=0)
                 result["lam"] = language_matching_loss(states, ids, self.lam_head)
         return result
+
+    def sentence_states(
+        self, input_ids: torch.Tensor, x_start: torch.Tensor, x_end: torch.Tensor, y_start: torch.Tensor, y_end: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean-pooled align-layer states of x and y encoded alone (``loss.ctr_inputs=separate``): [B, H] each, fp32.
+
+        The 2B sentences are cut out of the rows (their tokens as the row has them) into one batch, behind the
+        row's first token when it is the model's BOS (the tokenizer adds one, and an analysis encoding the sentence
+        alone has it too), and run through the LM once; only the sentence's own tokens are pooled.
+        """
+        batch = input_ids.shape[0]
+        bos = getattr(self.lm.config, "bos_token_id", None)
+        prefix = bos if isinstance(bos, int) and bool((input_ids[:, 0] == bos).all()) else None
+        pad = getattr(self.lm.config, "pad_token_id", None)
+        ids, mask, content = span_batch(
+            input_ids.repeat(2, 1), torch.cat([x_start, y_start]), torch.cat([x_end, y_end]), prefix, pad if isinstance(pad, int) else 0
+        )
+        kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+        if self.fused:
+            kwargs["logits_to_keep"] = 1  # only the align-layer states are used
+        if self.capture is not None:
+            self.capture.arm()
+            try:
+                self.lm(**kwargs)
+            finally:
+                taken = self.capture.disarm()
+            mid, _ = self.capture.states(taken)
+        else:
+            mid = self.lm(**kwargs, output_hidden_states=True).hidden_states[self.align_layer]
+        pooled = masked_mean(mid.float(), content)
+        return pooled[:batch], pooled[batch:]
 
     # Gradient checkpointing and friends are the LM's business.
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:

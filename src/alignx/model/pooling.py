@@ -41,6 +41,31 @@ def pool_spans(
     return masked_mean(hidden if row is None else hidden[row], mask)
 
 
+def span_batch(
+    input_ids: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, prefix: int | None, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut span n of sequence n out of ``input_ids`` [N, T] into a batch of its own, right-padded.
+
+    Each span becomes ``[prefix] + input_ids[n, starts[n]:ends[n]]`` (no prefix when ``prefix`` is None), so the
+    sentence can be encoded alone, as an analysis encodes it. Returns (ids [N, S], attention_mask [N, S],
+    content [N, S]: True on the span's own tokens, i.e. what to pool; the prefix and padding are excluded).
+    """
+    lengths = (ends - starts).clamp(min=0)
+    lead = 0 if prefix is None else 1
+    width = max(int(lengths.max().item()) if lengths.numel() else 0, 1) + lead
+    pos = torch.arange(width, device=input_ids.device).unsqueeze(0)  # [1, S]
+    content = (pos >= lead) & (pos < lengths.unsqueeze(1) + lead)
+    # Source column of each content position in the original sequence (clamped where it is not content).
+    src = (starts.unsqueeze(1) + pos - lead).clamp(0, input_ids.shape[1] - 1)
+    ids = torch.where(content, torch.gather(input_ids, 1, src), torch.full_like(src, pad_id))
+    if prefix is not None:
+        ids[:, 0] = prefix
+    mask = content.clone()
+    if prefix is not None:
+        mask[:, 0] = True
+    return ids, mask.long(), content
+
+
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """State of the last non-padding token of each row: hidden [B, T, H], attention_mask [B, T] -> [B, H].
 
