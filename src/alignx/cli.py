@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignx {name}: {desc}\n\nsettings (key = default: help):")
         for key, default, help_text in describe(cfg_cls):
             print(f"  {key} = {default}\n      {help_text}")
+        if hasattr(cfg_cls, "help_footer"):
+            print("\n" + cfg_cls.help_footer())
         return 0
     logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

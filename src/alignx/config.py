@@ -4,12 +4,16 @@ Every subcommand takes one config dataclass. Values come, later winning, from th
 defaults, ``--config a.yaml`` (several allowed: base file then override files), and
 ``key=value`` / ``--key value`` overrides with dotted keys for nested sections
 (``loss.lambda_ctr=0.5``). Each field's ``help`` metadata is shown by ``alignx <cmd> --help``.
+:class:`TrainConfig` also takes every ``transformers.TrainingArguments`` field by its HF name (TRL-style), each
+routed to the one field that holds it (:func:`route_trainer_names`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+log = logging.getLogger("alignx.config")
 
 # data.template values with a fixed meaning (see DataConfig.template); anything else is free text with {src}.
 TEMPLATE_PRESETS = ("alpaca", "chat")
@@ -41,9 +46,42 @@ def section(cls: type, help: str) -> Any:  # noqa: A002
     return field(default_factory=cls, metadata={"help": help})
 
 
+ASSISTANT_TURNS = ("last", "all")
+
+
+def chat_template_text(value: str) -> str:
+    """The Jinja text of ``data.chat_template``: the value itself when it holds Jinja tags, else the file it names."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    if "{{" in value or "{%" in value:
+        text, where = value, "data.chat_template"
+    else:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"data.chat_template={value}: no such file; give a .jinja file or the template text itself")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"data.chat_template={value}: cannot read it ({e})") from None
+        where = str(path)
+    try:
+        # transformers renders chat templates in this sandbox with loop controls; parsing checks the syntax only
+        ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).parse(text)
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"{where}:{e.lineno}: invalid Jinja chat template ({e.message})") from None
+    return text
+
+
 # --------------------------------------------------------------------------------------------
 # Core sections shared by the training stages
 # --------------------------------------------------------------------------------------------
+
+
+# model.dtype values: fp32_master = float32 weights that autocast may run in bf16 (alignx's own name: transformers'
+# torch_dtype="auto" means the checkpoint's dtype, which is not what alignx does).
+DTYPES = ("fp32_master", "float32", "bfloat16", "float16")
+DEPRECATED_DTYPES = {"auto": "fp32_master"}  # old name -> its meaning; still read, with a warning
 
 
 @dataclass
@@ -51,10 +89,18 @@ class ModelConfig:
     name_or_path: str = opt("", "HF hub id or local directory of a causal LM")
     gguf_file: str | None = opt(None, "GGUF file name inside name_or_path (dequantised to torch on load)")
     tokenizer: str | None = opt(None, "tokenizer id/dir when it differs from the model")
-    dtype: str = opt("auto", "weights/compute dtype: auto|float32|bfloat16|float16 (auto: bf16 on GPUs that support it)")
+    dtype: str = opt(
+        "fp32_master",
+        "weights dtype: fp32_master|float32|bfloat16|float16. fp32_master: float32 master weights, with bf16 autocast "
+        "on GPUs that support it while model.autocast=auto; float32: float32 with no autocast unless model.autocast "
+        "asks. 'auto' (older name of fp32_master) still loads, with a warning: it is NOT transformers' "
+        "torch_dtype=auto (the checkpoint's dtype)",
+    )
     attn_implementation: str | None = opt(None, "attention kernel: sdpa|eager|flash_attention_2 (None: transformers default)")
     trust_remote_code: bool = opt(False, "allow custom modelling code from the hub")
-    gradient_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    gradient_checkpointing: bool = opt(
+        False, "recompute activations in backward to save memory (TrainingArguments name: gradient_checkpointing)"
+    )
     freeze_embeddings: bool = opt(
         False,
         "keep the input embeddings (and an output head tied to them) frozen: no gradient and no optimiser state for "
@@ -62,17 +108,23 @@ class ModelConfig:
     )
     autocast: str = opt(
         "auto",
-        "mixed precision over fp32 master weights: auto|bf16|fp16|none (auto: bf16 when model.dtype=auto on a GPU "
-        "that supports it, else none; reference: fp16 with model.dtype=float32). L_CTR and L_LAM always run in fp32",
+        "mixed precision over fp32 master weights: auto|bf16|fp16|none (auto: bf16 when model.dtype=fp32_master on a "
+        "GPU that supports it, else none; reference: fp16 with model.dtype=float32). TrainingArguments names: bf16=true "
+        "sets bf16, fp16=true sets fp16, both false set none. L_CTR and L_LAM always run in fp32",
     )
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"model.dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        if self.dtype in DEPRECATED_DTYPES:
+            new = DEPRECATED_DTYPES[self.dtype]
+            log.warning("model.dtype=%s is deprecated: it means %s (float32 master weights + autocast), not transformers' "
+                        "torch_dtype=auto; write model.dtype=%s", self.dtype, new, new)
+            self.dtype = new
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype must be {'|'.join(DTYPES)}, got {self.dtype!r}")
         if self.autocast not in ("auto", "bf16", "fp16", "none"):
             raise ConfigError(f"model.autocast must be auto|bf16|fp16|none, got {self.autocast!r}")
-        if self.autocast in ("bf16", "fp16") and self.dtype not in ("auto", "float32"):
-            raise ConfigError(f"model.autocast={self.autocast} needs fp32 master weights: set model.dtype=float32 (or auto)")
+        if self.autocast in ("bf16", "fp16") and self.dtype not in ("fp32_master", "float32"):
+            raise ConfigError(f"model.autocast={self.autocast} needs fp32 master weights: set model.dtype=fp32_master (or float32)")
 
 
 @dataclass
@@ -81,7 +133,14 @@ class LoraConfig:
     r: int = opt(16, "LoRA rank")
     alpha: int = opt(32, "LoRA alpha")
     dropout: float = opt(0.05, "LoRA dropout")
-    target_modules: str = opt("all-linear", "comma-separated module names, or 'all-linear'")
+    # Kept as one comma-separated string (a list is joined), so run records read the same as before lists were taken.
+    target_modules: str | list[str] = opt("all-linear", "module names as a list or comma-separated (q_proj,v_proj), or all-linear")
+    modules_to_save: list[str] = opt(
+        [],
+        "modules trained in full beside the adapters and saved with them (peft modules_to_save), e.g. "
+        "[embed_tokens,lm_head] for new languages' tokens; merged into final/ and by alignx export. Tied "
+        "embeddings stay tied (peft ensure_weight_tying)",
+    )
     merge_on_export: bool = opt(True, "write a merged full model (final/merged) at the end of training")
 
     def __post_init__(self) -> None:
@@ -91,8 +150,16 @@ class LoraConfig:
             raise ConfigError(f"lora.alpha must be positive, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-        if not self.target_modules.strip(" ,"):
+        names = self.target_modules if isinstance(self.target_modules, list) else self.target_modules.split(",")
+        names = [n.strip() for n in names if n.strip()]
+        if not names:
             raise ConfigError("lora.target_modules is empty: give module names (e.g. q_proj,v_proj) or all-linear")
+        if "all-linear" in names and len(names) > 1:
+            raise ConfigError("lora.target_modules: all-linear stands alone; give it or a list of module names")
+        if isinstance(self.target_modules, list):  # a string stays as written (run records hold it so)
+            self.target_modules = ",".join(names)
+        if any(not m.strip() for m in self.modules_to_save):
+            raise ConfigError(f"lora.modules_to_save has an empty name: {self.modules_to_save}")
 
 
 @dataclass
@@ -171,6 +238,17 @@ class DataConfig:
     use_chat_template: bool = opt(
         True, "stage 2 instruction rows: the tokenizer's chat template when it has one; false (or none): the Alpaca-LoRA prompt (reference)"
     )
+    chat_template: str | None = opt(
+        None,
+        "a chat template used instead of the tokenizer's, for chat rows and data.template=chat: Jinja text, or a path "
+        "to a .jinja file; saved with the tokenizer in final/ (TRL: chat_template_path)",
+    )
+    assistant_turns: str = opt(
+        "last",
+        "stage 2 multi-turn chat rows: the loss on the last assistant turn only (last) or on every assistant turn (all: "
+        "each answer with the template's end-of-turn tokens; LLaMA-Factory mask_history=false, TRL "
+        "assistant_only_loss); user and system turns carry none unless loss.ntp_on_prompt=true",
+    )
     seed: int = opt(0, "shuffle seed")
 
     def __post_init__(self) -> None:
@@ -180,6 +258,12 @@ class DataConfig:
             raise ConfigError(f"data.max_length must be >= 2, got {self.max_length}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ConfigError(f"data.max_pairs must be >= 1 (or none for all), got {self.max_pairs}")
+        if self.assistant_turns not in ASSISTANT_TURNS:
+            raise ConfigError(f"data.assistant_turns must be {'|'.join(ASSISTANT_TURNS)}, got {self.assistant_turns!r}")
+        if self.chat_template is not None:
+            if not self.use_chat_template and self.template != "chat":
+                raise ConfigError("data.chat_template is set but unused: data.use_chat_template=false and data.template is not chat")
+            chat_template_text(self.chat_template)  # a missing file or a Jinja syntax error fails here
         # The values a template meets when rows are rendered (a field's format spec or attribute is checked too).
         names = {"src_name": "English", "tgt_name": "German", "src_lang": "en", "tgt_lang": "de"}
         try:
@@ -197,21 +281,29 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    optimizer: str = opt("adamw_torch", "transformers optimiser name (adamw_torch, adamw_torch_fused, sgd, ...)")
-    lr: float = opt(2e-6, "peak learning rate (reference 2e-6 full-parameter; LoRA typically 1e-4..2e-4)")
-    epochs: float = opt(2.0, "training epochs (reference 2)")
-    max_steps: int = opt(-1, "stop after this many optimiser steps (overrides epochs when > 0)")
-    batch_size: int = opt(8, "rows per device per micro-batch; L_CTR negatives and L_LAM pairs come from it (reference 16)")
-    grad_accum: int = opt(1, "micro-batches per optimiser step (global batch = batch_size * grad_accum * world size; reference 8)")
-    weight_decay: float = opt(0.0, "AdamW weight decay (reference 0)")
-    warmup_ratio: float = opt(0.03, "share of steps with linear warm-up (used when optim.warmup_steps is 0)")
-    warmup_steps: int = opt(0, "linear warm-up steps; > 0 overrides optim.warmup_ratio (reference 100)")
-    scheduler: str = opt("cosine", "transformers lr scheduler name: cosine|linear|constant_with_warmup|... (reference linear)")
-    group_by_length: bool = opt(
-        False, "micro-batches of rows of similar length (HF LengthGroupedSampler; reference: yes). Off: random batches"
+    """Optimisation. Each setting also answers to its transformers.TrainingArguments name (in brackets in the help)."""
+
+    optimizer: str = opt("adamw_torch", "transformers optimiser name (adamw_torch, adamw_torch_fused, sgd, ...) [optim]")
+    lr: float = opt(2e-6, "peak learning rate (reference 2e-6 full-parameter; LoRA typically 1e-4..2e-4) [learning_rate]")
+    epochs: float = opt(2.0, "training epochs (reference 2) [num_train_epochs]")
+    max_steps: int = opt(-1, "stop after this many optimiser steps (overrides epochs when > 0) [max_steps]")
+    batch_size: int = opt(
+        8, "rows per device per micro-batch; L_CTR negatives and L_LAM pairs come from it (reference 16) [per_device_train_batch_size]"
     )
-    max_grad_norm: float = opt(1.0, "gradient clipping (reference 1.0)")
-    seed: int = opt(42, "training seed (reference 42)")
+    grad_accum: int = opt(
+        1, "micro-batches per optimiser step (global batch = batch_size * grad_accum * world size; reference 8) [gradient_accumulation_steps]"
+    )
+    weight_decay: float = opt(0.0, "AdamW weight decay (reference 0) [weight_decay]")
+    warmup_ratio: float = opt(0.03, "share of steps with linear warm-up (used when optim.warmup_steps is 0) [warmup_ratio; warmup_steps < 1]")
+    warmup_steps: int = opt(0, "linear warm-up steps; > 0 overrides optim.warmup_ratio (reference 100) [warmup_steps >= 1]")
+    scheduler: str = opt("cosine", "transformers lr scheduler name: cosine|linear|constant_with_warmup|... (reference linear) [lr_scheduler_type]")
+    group_by_length: bool = opt(
+        False,
+        "micro-batches of rows of similar length (HF LengthGroupedSampler; reference: yes). Off: random batches "
+        "[group_by_length; train_sampling_strategy=group_by_length|random]",
+    )
+    max_grad_norm: float = opt(1.0, "gradient clipping (reference 1.0) [max_grad_norm]")
+    seed: int = opt(42, "training seed (reference 42) [seed]")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -232,6 +324,9 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """One training stage. Besides its own settings it takes every transformers.TrainingArguments field by its HF
+    name, at the top level or under ``trainer:`` (see :data:`HF_ALIASES`, :data:`HF_REFUSED`, :func:`route_trainer_names`)."""
+
     stage: int = opt(1, "1: continual pre-training with alignment losses; 2: instruction fine-tuning")
     output_dir: str = opt("runs/alignx", "where checkpoints, logs and the final model are written")
     model: ModelConfig = section(ModelConfig, "model to train")
@@ -243,13 +338,41 @@ class TrainConfig:
     save_steps: int = opt(500, "checkpoint every N optimiser steps")
     save_total_limit: int = opt(2, "keep at most this many checkpoints")
     resume: str | None = opt(
-        None, "resume from a checkpoint dir, or 'latest' for the newest complete checkpoint in output_dir written with these settings"
+        None,
+        "resume from a checkpoint dir, or 'latest' for the newest complete checkpoint in output_dir written with these "
+        "settings [resume_from_checkpoint]",
     )
     overwrite_output_dir: bool = opt(
         False, "replace the training outputs of another run in output_dir (without it a fresh run refuses such a directory)"
     )
-    report_to: str = opt("tensorboard", "comma-separated trackers: tensorboard|wandb|none")
-    num_workers: int = opt(0, "dataloader workers")
+    # Kept as one comma-separated string (a list is joined), so run records read as they did before lists were taken.
+    report_to: str | list[str] = opt("tensorboard", "trackers, a list or comma-separated: tensorboard|wandb|...|none")
+    num_workers: int = opt(0, "dataloader workers [dataloader_num_workers]")
+    trainer: dict[str, Any] = opt(
+        {},
+        "any other transformers.TrainingArguments field by its HF name, e.g. eval_strategy, run_name, deepspeed, "
+        "push_to_hub, ddp_timeout, adam_beta2, torch_compile; also accepted at the top level (run_name=x). HF names "
+        "alignx holds in a setting of its own set that setting (learning_rate -> optim.lr, bf16 -> model.autocast: the "
+        "[names] in this help); names alignx must set itself are refused (remove_unused_columns, label_names, "
+        "label_smoothing_factor, gradient_checkpointing_kwargs, hub_token). alignx's defaults where HF's differ: "
+        "logging_first_step=true, ddp_find_unused_parameters=false, disable_tqdm=false",
+        merge=True,
+    )
+
+    @staticmethod
+    def route_settings(updates: dict[str, Any], prefix: str, source: str) -> dict[str, Any]:
+        """Loader hook: the TrainingArguments names of one source moved to the settings that hold them."""
+        return route_trainer_names(updates, prefix, source)
+
+    @staticmethod
+    def help_footer() -> str:
+        """What ``alignx train --help`` prints after the settings: the TrainingArguments vocabulary."""
+        aliases = "\n".join(f"  {hf} -> {ours}" for hf, ours in HF_ALIASES.items())
+        refused = ", ".join(HF_REFUSED)
+        return (f"transformers.TrainingArguments names (top level or under trainer:), as TRL's SFTConfig takes them:\n"
+                f"{aliases}\n  output_dir, logging_steps, save_steps, save_total_limit, report_to, overwrite_output_dir: "
+                f"the same names\n  any other field -> trainer.<name> (checked against TrainingArguments)\n"
+                f"  refused (alignx sets them): {refused}")
 
     def __post_init__(self) -> None:
         if self.stage not in (1, 2):
@@ -264,23 +387,251 @@ class TrainConfig:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.model.freeze_embeddings and self.lora.enabled:
             raise ConfigError("model.freeze_embeddings=true is for full fine-tuning; with lora.enabled=true the embeddings are frozen already")
+        if self.lora.modules_to_save and not self.lora.enabled:
+            raise ConfigError("lora.modules_to_save needs lora.enabled=true (full fine-tuning trains every module already)")
         if self.resume == "":
             self.resume = None
         if self.resume and self.overwrite_output_dir:
             raise ConfigError("resume and overwrite_output_dir=true exclude each other: resume continues a run, overwrite replaces it")
+        if isinstance(self.report_to, list):  # a string stays as written (finished stages' summaries hold it so)
+            self.report_to = ",".join(t.strip() for t in self.report_to if t.strip()) or "none"
+        self.trainer = check_trainer_arguments(self.trainer)
 
+
+# --------------------------------------------------------------------------------------------
+# transformers.TrainingArguments names (taken as TRL's SFTConfig takes them)
+# --------------------------------------------------------------------------------------------
+
+# TrainingArguments fields alignx holds in a setting of its own: the HF name sets that setting. Fields with the same
+# name in alignx (output_dir, logging_steps, save_steps, save_total_limit, report_to, overwrite_output_dir) need none.
+HF_ALIASES: dict[str, str] = {
+    "per_device_train_batch_size": "optim.batch_size",
+    "gradient_accumulation_steps": "optim.grad_accum",
+    "learning_rate": "optim.lr",
+    "num_train_epochs": "optim.epochs",
+    "max_steps": "optim.max_steps",
+    "weight_decay": "optim.weight_decay",
+    "max_grad_norm": "optim.max_grad_norm",
+    "lr_scheduler_type": "optim.scheduler",
+    "optim": "optim.optimizer",  # a name; a mapping under `optim:` is alignx's section
+    "seed": "optim.seed",
+    "warmup_steps": "optim.warmup_steps",  # transformers 5 reads a value below 1 as a ratio: optim.warmup_ratio
+    "warmup_ratio": "optim.warmup_ratio",  # transformers 4 name
+    "group_by_length": "optim.group_by_length",  # transformers 4 name
+    "train_sampling_strategy": "optim.group_by_length",  # random | group_by_length
+    "bf16": "model.autocast",  # true: bf16; with fp16 also false: none
+    "fp16": "model.autocast",
+    "gradient_checkpointing": "model.gradient_checkpointing",
+    "dataloader_num_workers": "num_workers",
+    "resume_from_checkpoint": "resume",
+}
+# TrainingArguments fields alignx must set itself: giving one is an error saying why.
+HF_REFUSED: dict[str, str] = {
+    "remove_unused_columns": "the collator needs every column, the x/y spans and language ids included",
+    "label_names": "AlignXModel computes its losses from the batch itself",
+    "label_smoothing_factor": "alignx computes the next-token loss itself, without label smoothing",
+    "gradient_checkpointing_kwargs": "model.gradient_checkpointing=true enables it, non-reentrant",
+    "hub_token": "a token in the settings would be written into the run's records; use `hf auth login` or HF_TOKEN",
+}
+# alignx's values where they differ from HF's defaults (a trainer entry replaces them).
+TRAINER_DEFAULTS: dict[str, Any] = {"logging_first_step": True, "ddp_find_unused_parameters": False, "disable_tqdm": False}
+# TrainingArguments fields that say how a run reports or is launched, not what it trains (left out of run records).
+HF_OPERATIONAL = (
+    "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "disable_tqdm", "log_level",
+    "log_level_replica", "log_on_each_node", "logging_strategy", "logging_first_step", "logging_nan_inf_filter",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision",
+    "save_on_each_node", "ddp_timeout", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "skip_memory_metrics", "include_num_input_tokens_seen", "local_rank",
+    "do_train", "do_eval", "do_predict",
+)  # fmt: skip
+
+
+def _hf_fields() -> dict[str, Any]:
+    """name -> type of every TrainingArguments field (transformers is imported only once a config needs it)."""
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def hf_value(name: str, value: Any, where: str) -> Any:
+    """``value`` as TrainingArguments field ``name`` takes it, in plain YAML/JSON types (an enum as its string)."""
+    tp = _hf_fields()[name]
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else ()
+    if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+        # Union[SomeStrategy, str]: transformers turns the string into the enum, so only its values are valid
+        tp = typing.Union[tuple(a for a in args if a is not str)]  # noqa: UP007 - built from a tuple
+    return _coerce(value, tp, where)
+
+
+def check_trainer_arguments(trainer: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig.trainer`` checked (TrainingArguments fields that no alignx setting holds) with typed values."""
+    if not trainer:
+        return {}
+    fields = _hf_fields()
+    checked = {}
+    for name, value in trainer.items():
+        if name in HF_REFUSED:
+            raise ConfigError(f"trainer.{name}: alignx sets this itself ({HF_REFUSED[name]}); remove it")
+        if name in HF_ALIASES or name in _TRAIN_NAMES:
+            raise ConfigError(f"trainer.{name}: alignx holds it in {HF_ALIASES.get(name, name)}; set that (or {name} at the top level)")
+        if name not in fields:
+            raise ConfigError(f"trainer.{name}: not a transformers.TrainingArguments field{_did_you_mean(name, fields)}")
+        checked[name] = hf_value(name, value, f"trainer.{name}")
+    return checked
+
+
+def _did_you_mean(key: str, names: typing.Iterable[str], prefix: str = "") -> str:
+    close = sorted(n for n in names if n.startswith(key[:3]))
+    return f" (did you mean {', '.join(prefix + c for c in close[:6])}?)" if close else ""
+
+
+def _hf_alias(name: str, value: Any, where: str) -> tuple[str, Any]:
+    """(alignx setting, value) for a TrainingArguments field that an alignx setting holds."""
+    if name == "warmup_steps":
+        steps = _coerce(value, float, where)
+        if 0 < steps < 1:
+            return "optim.warmup_ratio", steps
+        if not steps.is_integer():
+            raise ConfigError(f"{where}: expected whole steps, or a share of the steps below 1; got {value!r}")
+        return "optim.warmup_steps", int(steps)
+    if name == "train_sampling_strategy":
+        if value not in ("random", "group_by_length"):
+            raise ConfigError(f"{where}: alignx samples random or group_by_length (optim.group_by_length), got {value!r}")
+        return "optim.group_by_length", value == "group_by_length"
+    if name == "gradient_checkpointing" and value is None:
+        value = False
+    return HF_ALIASES[name], value
+
+
+def route_trainer_names(updates: dict[str, Any], prefix: str, source: str) -> dict[str, Any]:
+    """One source's TrainConfig mapping with every TrainingArguments name moved to the setting that holds it.
+
+    ``learning_rate`` becomes ``optim.lr``, ``bf16``/``fp16`` ``model.autocast``, ``run_name`` (top level or under
+    ``trainer:``) ``trainer.run_name``. One setting given under two names with different values is an error naming
+    both; so are names alignx must set itself and names neither alignx nor transformers knows.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    placed: dict[str, tuple[str, Any, Any]] = {}  # dotted setting -> (as written, value, value as written)
+    precision: dict[str, bool] = {}  # bf16 / fp16 as written -> value
+
+    def place(path: str, value: Any, written: str, shown: Any = None) -> None:
+        shown = value if shown is None else shown
+        if path in placed and placed[path][0] != written:
+            first, earlier, earlier_shown = placed[path]
+            if _typed_at(path, earlier, source) != _typed_at(path, value, source):
+                raise ConfigError(f"{source}: {prefix}{first}={earlier_shown!r} and {prefix}{written}={shown!r} both set "
+                                  f"{prefix}{path}; keep one")
+        placed[path] = (written, value, shown)
+
+    def place_hf(name: str, value: Any, written: str) -> None:
+        where = f"{source}: {prefix}{written}"
+        if name in HF_REFUSED:
+            raise ConfigError(f"{where}: alignx sets this itself ({HF_REFUSED[name]}); remove it")
+        if name in ("bf16", "fp16"):
+            precision[written] = _coerce(value, bool, where)
+        elif name in HF_ALIASES:
+            place(*_hf_alias(name, value, where), written, value)
+        elif name in _TRAIN_NAMES and name != "trainer":  # the same name in alignx and transformers
+            place(name, value, written)
+        else:
+            fields = _hf_fields()
+            if name not in fields:
+                raise ConfigError(f"{source}: unknown setting {prefix}{written}{_did_you_mean(name, [*_TRAIN_NAMES, *fields], prefix)}")
+            hf_value(name, value, where)  # a bad value fails here, naming its file
+            place(f"trainer.{name}", value, written)
+
+    for key, value in updates.items():
+        if key == "trainer":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}trainer is a mapping of transformers.TrainingArguments names to values")
+            for name, v in value.items():
+                place_hf(name, v, f"trainer.{name}")
+        elif key == "optim" and not isinstance(value, dict):
+            place_hf("optim", value, "optim")
+        elif key in _TRAIN_NAMES and _is_dataclass_type(hints[key]) and isinstance(value, dict):
+            for sub, v in value.items():
+                place(f"{key}.{sub}", v, f"{key}.{sub}")
+        elif key in _TRAIN_NAMES:
+            place(key, value, key)
+        else:
+            place_hf(key, value, key)
+    if precision:
+        on = [w for w, v in precision.items() if v]
+        if len(on) > 1:
+            raise ConfigError(f"{source}: {prefix}{on[0]} and {prefix}{on[1]} are both true; choose one (model.autocast)")
+        shown = next(iter(precision.values())) if len(precision) == 1 else tuple(precision.values())
+        place("model.autocast", on[0].rsplit(".", 1)[-1] if on else "none", " and ".join(precision), shown)
+    routed: dict[str, Any] = {}
+    for path, (_, value, _) in placed.items():
+        _deep_update(routed, _dotted_to_nested(path, value))
+    return routed
+
+
+def _typed_at(path: str, value: Any, source: str) -> Any:
+    """``value`` typed as the setting at dotted ``path`` takes it (to compare two spellings of one setting)."""
+    parts = path.split(".")
+    try:
+        if parts[0] == "trainer":
+            return hf_value(parts[1], value, f"{source}: {path}")
+        cls: Any = TrainConfig
+        for part in parts[:-1]:
+            cls = typing.get_type_hints(cls)[part]
+        return _coerce(value, typing.get_type_hints(cls)[parts[-1]], f"{source}: {path}")
+    except (ConfigError, KeyError):
+        return value  # the loader reports a bad value or name with its file
+
+
+_TRAIN_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 # Settings that say how to run or where to write, not what is trained: a run resumed or compared with
 # other values of these is still the same run.
 RUN_CONTROL = ("resume", "overwrite_output_dir")
-OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit")
+OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit",
+               *(f"trainer.{name}" for name in HF_OPERATIONAL))
+
+# Settings added after runs were first recorded, with the value that does what alignx did before each existed: a
+# record without one (an older alignx wrote it) reads as that value, so an unchanged run still matches its record.
+ADDED_SETTINGS: dict[str, Any] = {
+    "loss.ctr_inputs": "in_context",
+    "lora.modules_to_save": [],
+    "data.chat_template": None,
+    "data.assistant_turns": "last",
+    "trainer": {},
+}
+# Setting values renamed since: a record's old value reads as the new one.
+RENAMED_VALUES: dict[str, dict[Any, Any]] = {"model.dtype": DEPRECATED_DTYPES}
 
 
 def run_settings(cfg: TrainConfig | dict[str, Any], ignore: tuple[str, ...] = OPERATIONAL) -> dict[str, Any]:
-    """The settings that define what a training run computes: a config (or its ``to_dict``) without ``ignore``."""
+    """The settings that define what a training run computes: a config (or its ``to_dict``, or a record's settings)
+    without ``ignore`` (dotted keys), in today's names (:data:`ADDED_SETTINGS`, :data:`RENAMED_VALUES`)."""
     values = json.loads(json.dumps(cfg if isinstance(cfg, dict) else to_dict(cfg)))  # plain JSON types, as read back
+    for key, before in ADDED_SETTINGS.items():
+        parent, name = _parent(values, key)
+        if parent is not None and name not in parent:
+            parent[name] = json.loads(json.dumps(before))
+    for key, renamed in RENAMED_VALUES.items():
+        parent, name = _parent(values, key)
+        if parent is not None and parent.get(name) in renamed:
+            parent[name] = renamed[parent[name]]
     for key in ignore:
-        values.pop(key, None)
+        parent, name = _parent(values, key)
+        if parent is not None:
+            parent.pop(name, None)
+    return values
+
+
+def _parent(values: dict[str, Any], dotted: str) -> tuple[dict[str, Any] | None, str]:
+    """(the mapping holding dotted key's last part, that part); None when a section on the way is missing."""
+    *sections, name = dotted.split(".")
+    node = _walk(values, sections)
+    return (node if isinstance(node, dict) else None), name
+
+
+def _walk(values: Any, parts: list[str]) -> Any:
+    for part in parts:
+        values = values.get(part) if isinstance(values, dict) else None
     return values
 
 
@@ -318,7 +669,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if is_none and type(None) in args:
             return None
         errors = []
-        for arg in args:
+        # a value of one of the types as it is; else str last, as it would take any scalar
+        for arg in sorted(args, key=lambda a: (type(value) is not a, a is str)):
             if arg is type(None):
                 continue
             try:
@@ -326,6 +678,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: cannot parse {value!r}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        for choice in choices:
+            try:
+                if _coerce(value, type(choice), where) == choice:
+                    return choice
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value).value
+        except ValueError:
+            raise ConfigError(f"{where}: expected one of {'|'.join(str(m.value) for m in tp)}, got {value!r}") from None
+    if tp is list:
+        tp, origin = list[Any], list
+    if tp is dict or _is_dataclass_type(tp):  # a dataclass-typed TrainingArguments field takes its fields as a mapping
+        tp, origin = dict[str, Any], dict
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -366,8 +736,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def _merge(target: dict[str, Any], cls: type, updates: dict[str, Any], prefix: str, source: str) -> None:
+    """Coerce one source's ``updates`` into ``target`` (later sources win); a class may first rename foreign names
+    in them with a ``route_settings(updates, prefix, source)`` hook (TrainConfig: TrainingArguments names)."""
+    route = getattr(cls, "route_settings", None)
+    if route is not None:
+        updates = route(updates, prefix, source)
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     for key, value in updates.items():
         if key not in names:
             close = [n for n in names if n.startswith(key[:3])]
@@ -378,6 +754,8 @@ def _merge(target: dict[str, Any], cls: type, updates: dict[str, Any], prefix: s
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: {prefix}{key} is a section; give a mapping")
             _merge(target.setdefault(key, {}), tp, value, f"{prefix}{key}.", source)
+        elif fields[key].metadata.get("merge") and isinstance(target.get(key), dict):
+            target[key] = {**target[key], **_coerce(value, tp, f"{source}: {prefix}{key}")}  # entries add up across sources
         else:
             target[key] = _coerce(value, tp, f"{source}: {prefix}{key}")
 
@@ -432,9 +810,19 @@ def load_config(cls: type[T], yaml_files: list[str | Path] = (), overrides: list
             raise ConfigError(f"{path}: top level must be a mapping")
         _merge(values, cls, data, "", str(path))
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides]
+    given: dict[str, Any] = {}  # all overrides as one source (later wins), so two names of one setting meet
     for key, raw in items:
+        value = _parse_scalar(raw)
+        parts = key.split(".")
+        clash = any(not isinstance(_walk(given, parts[:i]), dict | None) for i in range(1, len(parts)))
+        clash = clash or (isinstance(_walk(given, parts), dict) and not isinstance(value, dict))
+        if clash:  # e.g. optim=adamw_torch (TrainingArguments' optimiser name) beside optim.lr=... (alignx's section)
+            raise ConfigError(f"override {key}: {parts[0]} is given both as a value and as a section; "
+                              "for the optimiser's name write optim.optimizer=...")
+        _deep_update(given, _dotted_to_nested(key, value))
+    if given:
         nested: dict[str, Any] = {}
-        _merge(nested, cls, _dotted_to_nested(key, _parse_scalar(raw)), "", "override")
+        _merge(nested, cls, given, "", "override")
         _deep_update(values, nested)
     return _build(cls, values)
 

@@ -174,17 +174,45 @@ def alpaca_prompt(row: Instruction) -> str:
     Alpaca rows use prompt_input / prompt_no_input exactly; other conversations without a chat template
     continue the same format turn by turn (a single user turn is exactly prompt_no_input).
     """
+    return alpaca_turns(row)[0]
+
+
+def alpaca_turns(row: Instruction) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`alpaca_prompt` and the character ranges [start, end) of the earlier answers in it (their text only:
+    the format has no end-of-turn marker between turns)."""
     if row.alpaca is not None:
         instruction, inp = row.alpaca
         if inp:
-            return ALPACA_PROMPT_INPUT.replace("{instruction}", instruction).replace("{input}", inp)
-        return ALPACA_PROMPT_NO_INPUT.replace("{instruction}", instruction)
+            return ALPACA_PROMPT_INPUT.replace("{instruction}", instruction).replace("{input}", inp), []
+        return ALPACA_PROMPT_NO_INPUT.replace("{instruction}", instruction), []
     parts = [ALPACA_PREAMBLE]
+    answers = []
+    at = len(ALPACA_PREAMBLE)
     for m in row.messages[:-1]:
-        tag = {"system": "### System", "user": "### Instruction", "assistant": "### Response"}[m["role"]]
-        parts.append(f"{tag}:\n{m['content']}\n\n")
+        head = {"system": "### System", "user": "### Instruction", "assistant": "### Response"}[m["role"]] + ":\n"
+        if m["role"] == "assistant":
+            answers.append((at + len(head), at + len(head) + len(m["content"])))
+        parts.append(f"{head}{m['content']}\n\n")
+        at += len(parts[-1])
     parts.append("### Response:\n")
-    return "".join(parts)
+    return "".join(parts), answers
+
+
+def _chat_answers(tokenizer: Any, msgs: list[dict[str, str]], full: str) -> list[tuple[int, int]]:
+    """Character ranges in ``full`` (the whole conversation) of the assistant turns before the last: from the end of
+    the prompt that asks for each (generation prompt included) to the end of the conversation through it."""
+    answers = []
+    for i, m in enumerate(msgs[:-1]):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(msgs[: i + 1], tokenize=False)
+        if not (full.startswith(before) and full.startswith(through) and len(through) > len(before)):
+            raise ConfigError("data.assistant_turns=all: the chat template renders an earlier turn differently once later turns "
+                              "follow (e.g. it drops earlier reasoning), so its answer cannot be located; use "
+                              "data.assistant_turns=last or a data.chat_template that renders every turn alike")
+        answers.append((len(before), len(through)))
+    return answers
 
 
 def render_instruction(
@@ -195,24 +223,32 @@ def render_instruction(
     stats: RenderStats | None = None,
     *,
     loss_on_prompt: bool = False,
+    all_turns: bool = False,
 ) -> Example | None:
     """Tokenise a conversation plus EOS; labels on the final answer and EOS, or on every token (``loss_on_prompt``).
 
     The tokenizer's chat template when ``use_chat_template`` and it has one, else the Alpaca-LoRA prompt.
-    Rows longer than ``max_length`` are cut (as in the reference); a row is dropped only when the cut
-    leaves it no label (its answer is cut away and the prompt carries no loss).
+    ``all_turns`` (``data.assistant_turns=all``) also labels every earlier assistant answer: with a chat
+    template, each answer with the end-of-turn tokens the template writes after it; in the Alpaca format,
+    the answer's text. Rows longer than ``max_length`` are cut (as in the reference); a row is dropped only
+    when the cut leaves it no label (its answers are cut away and the prompt carries no loss).
     """
     msgs = row.messages
+    earlier: list[tuple[int, int]] = []  # character ranges of the earlier answers that carry the loss
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         if not full.startswith(prompt):  # unusual templates: answer appended verbatim
             full = prompt + msgs[-1]["content"]
         add_special = False  # chat templates write their own BOS
+        if all_turns:
+            earlier = _chat_answers(tokenizer, msgs, full)
     else:
-        prompt = alpaca_prompt(row)
+        prompt, answers = alpaca_turns(row)
         full = prompt + msgs[-1]["content"]
         add_special = True
+        if all_turns:
+            earlier = answers
     enc = tokenizer(full, add_special_tokens=add_special, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc["offset_mapping"]]
@@ -222,11 +258,13 @@ def render_instruction(
         offsets.append((len(full), len(full) + 1))
     # A token is an answer token when it ends after the prompt (trailing template tokens included).
     first = next((i for i, (a, b) in enumerate(offsets) if b > len(prompt) or (a == b and a >= len(prompt))), len(ids))
-    if first >= max_length and not loss_on_prompt:
+    # Earlier answers: the tokens that overlap their characters (a token straddling an edge counts).
+    in_earlier = [b > a and any(a < hi and b > lo for lo, hi in earlier) for a, b in offsets]
+    if not loss_on_prompt and first >= max_length and not any(in_earlier[:max_length]):
         _drop(stats, "answer truncated away")
         return None
     ids = ids[:max_length]
-    labels = list(ids) if loss_on_prompt else [IGNORE_INDEX] * first + ids[first:]
+    labels = list(ids) if loss_on_prompt else [t if i >= first or in_earlier[i] else IGNORE_INDEX for i, t in enumerate(ids)]
     if stats is not None:
         stats.rendered += 1
     return Example(ids, labels)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alignx.config import ConfigError, LoraConfig, ModelConfig
+from alignx.config import ConfigError, LoraConfig, ModelConfig, chat_template_text
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """``auto`` means float32 weights; on GPUs the trainer adds bf16 autocast (see :func:`resolve_autocast`)."""
-    return torch.float32 if name == "auto" else _DTYPES[name]
+    """``fp32_master`` means float32 weights; on GPUs the trainer adds bf16 autocast (see :func:`resolve_autocast`)."""
+    return torch.float32 if name == "fp32_master" else _DTYPES[name]
 
 
 def bf16_supported() -> bool:
@@ -38,7 +38,7 @@ def resolve_autocast(cfg: ModelConfig) -> str:
     an error rather than a quiet fp32 run.
     """
     if cfg.autocast == "auto":
-        return "bf16" if cfg.dtype == "auto" and bf16_supported() else "none"
+        return "bf16" if cfg.dtype == "fp32_master" and bf16_supported() else "none"
     if cfg.autocast == "fp16" and not torch.cuda.is_available():
         raise ConfigError("model.autocast=fp16 needs a CUDA GPU (accelerate runs fp16 autocast only there); on CPU use model.autocast=bf16 or none")
     return cfg.autocast
@@ -142,13 +142,20 @@ def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | Non
         if limit is not None and max_length > limit:
             raise ConfigError(f"data.max_length={max_length} exceeds the model's {limit} positions; lower data.max_length")
     if lora is not None and lora.enabled:
+        names = [n for n, _ in meta.named_modules()]
+        for wanted in lora.modules_to_save:
+            if not any(n == wanted or n.endswith("." + wanted) for n in names):
+                raise ConfigError(f"lora.modules_to_save: no module named {wanted!r} in {type(meta).__name__} "
+                                  f"(e.g. {', '.join(sorted({n.rsplit('.', 1)[-1] for n in names if 'embed' in n or 'head' in n})[:4])})")
         try:
             apply_lora(meta, lora)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"lora.target_modules={lora.target_modules}: {first_line(e)}") from None
 
 
-def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
+def load_tokenizer(cfg: ModelConfig, padding_side: str = "right", chat_template: str | None = None) -> Any:
+    """The tokenizer of ``cfg`` with a pad token; ``chat_template`` (``data.chat_template``: Jinja text or a
+    .jinja file) replaces its chat template, so rendering and the saved tokenizer use it."""
     from transformers import AutoTokenizer
 
     path, gguf = resolve_path(cfg.tokenizer or cfg.name_or_path)
@@ -165,6 +172,8 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right") -> Any:
         # Causal LMs often ship without a pad token; padding positions are masked everywhere.
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
+    if chat_template is not None:
+        tok.chat_template = chat_template_text(chat_template)
     return tok
 
 
@@ -202,8 +211,12 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> nn.Module:
     targets: str | list[str] = cfg.target_modules
     if targets != "all-linear":
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight is model.get_input_embeddings().weight
     peft_cfg = PeftLoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM",
+        # trained in full and saved with the adapter; a head tied to the embeddings stays tied to their trained copy
+        modules_to_save=list(cfg.modules_to_save) or None, ensure_weight_tying=bool(cfg.modules_to_save) and tied,
     )
     return get_peft_model(model, peft_cfg)
 

@@ -83,14 +83,19 @@ def make_record(cfg: TrainConfig, examples: list[Any]) -> dict[str, Any]:
 
 def read_record(directory: str | Path) -> dict[str, Any] | None:
     """The run record in ``directory``; for directories of older alignx versions, the settings of their
-    ``alignx_train.yaml``; None when there is neither."""
+    ``alignx_train.yaml``; None when there is neither. Settings come in today's names (:func:`run_settings`:
+    a setting added since reads as what alignx did before it, a renamed value as its new name)."""
     directory = Path(directory)
     if (directory / RUN_RECORD).is_file():
         try:
             rec = read_json(directory / RUN_RECORD)
         except ValueError:
             return {"settings": None}
-        return rec if isinstance(rec, dict) else {"settings": None}
+        if not isinstance(rec, dict):
+            return {"settings": None}
+        if isinstance(rec.get("settings"), dict):
+            rec["settings"] = run_settings(rec["settings"])
+        return rec
     if (directory / CONFIG_FILE).is_file():
         try:
             values = yaml.safe_load((directory / CONFIG_FILE).read_text(encoding="utf-8"))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from transformers.trainer_callback import TrainerState
 
-from alignx.config import ConfigError, TrainConfig, save_config, to_dict
+from alignx.config import TRAINER_DEFAULTS, ConfigError, TrainConfig, save_config, to_dict
 from alignx.data.readers import ReadStats, read_instructions, read_parallel
 from alignx.data.render import (
     Collator,
@@ -65,7 +65,8 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dic
     if cfg.stage == 2:
         for path in d.instructions:
             for row in subsample(read_instructions(path, d.on_bad_row, rstats), d.max_pairs, d.seed):
-                ex = render_instruction(row, tokenizer, d.max_length, d.use_chat_template, rend, loss_on_prompt=on_prompt)
+                ex = render_instruction(row, tokenizer, d.max_length, d.use_chat_template, rend, loss_on_prompt=on_prompt,
+                                        all_turns=d.assistant_turns == "all")
                 if ex is not None:
                     examples.append(ex)
     if not examples:
@@ -85,52 +86,73 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dic
 
 
 def training_arguments(cfg: TrainConfig) -> Any:
-    """The HF TrainingArguments of a run: every optimisation and precision setting maps here, nowhere else."""
+    """The HF TrainingArguments of a run: every optimisation and precision setting maps here, nowhere else.
+
+    alignx's defaults (:data:`alignx.config.TRAINER_DEFAULTS`), then ``cfg.trainer`` (any other TrainingArguments
+    field), then the fields alignx holds in settings of its own (``optim.*``, ``model.autocast``, ...) and the ones
+    it must set itself (``remove_unused_columns``, :data:`alignx.config.HF_REFUSED`).
+    """
     from transformers import TrainingArguments
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
 
     o = cfg.optim
+    for key, value, names in (("optim.optimizer", o.optimizer, OptimizerNames), ("optim.scheduler", o.scheduler, SchedulerType)):
+        if value not in {n.value for n in names}:
+            raise ConfigError(f"{key}={value}: not a name transformers knows; choose from {', '.join(n.value for n in names)}")
     autocast = mload.resolve_autocast(cfg.model)
     report = [] if cfg.report_to in ("none", "") else [r.strip() for r in cfg.report_to.split(",")]
+    given = dict(cfg.trainer)
+    if given.get("parallelism_config") is not None:  # a mapping in the settings; transformers takes the object
+        from accelerate.parallelism_config import ParallelismConfig
+
+        given["parallelism_config"] = ParallelismConfig(**given["parallelism_config"])
+    kwargs: dict[str, Any] = {
+        **TRAINER_DEFAULTS,
+        **given,
+        "output_dir": cfg.output_dir,
+        "per_device_train_batch_size": o.batch_size,
+        "gradient_accumulation_steps": o.grad_accum,
+        "optim": o.optimizer,
+        "learning_rate": o.lr,
+        "num_train_epochs": o.epochs,
+        "max_steps": o.max_steps,
+        # transformers reads an int as steps and a float in [0, 1) as a share of the steps
+        "warmup_steps": o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio,
+        "lr_scheduler_type": o.scheduler,
+        "train_sampling_strategy": "group_by_length" if o.group_by_length else "random",
+        "weight_decay": o.weight_decay,
+        "max_grad_norm": o.max_grad_norm,
+        "seed": o.seed,
+        "bf16": autocast == "bf16",
+        "fp16": autocast == "fp16",
+        # transformers accepts bf16 without a GPU only when told the run is on the CPU
+        "use_cpu": bool(given.get("use_cpu")) or (autocast == "bf16" and not torch.cuda.is_available()),
+        "logging_steps": cfg.logging_steps,
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "report_to": report,
+        "dataloader_num_workers": cfg.num_workers,
+        "resume_from_checkpoint": None,  # alignx's resume setting decides (outputs.choose_checkpoint)
+        "remove_unused_columns": False,
+    }
     try:
-        return TrainingArguments(
-            output_dir=cfg.output_dir,
-            per_device_train_batch_size=o.batch_size,
-            gradient_accumulation_steps=o.grad_accum,
-            optim=o.optimizer,
-            learning_rate=o.lr,
-            num_train_epochs=o.epochs,
-            max_steps=o.max_steps,
-            # transformers reads an int as steps and a float in [0, 1) as a share of the steps
-            warmup_steps=o.warmup_steps if o.warmup_steps > 0 else o.warmup_ratio,
-            lr_scheduler_type=o.scheduler,
-            train_sampling_strategy="group_by_length" if o.group_by_length else "random",
-            weight_decay=o.weight_decay,
-            max_grad_norm=o.max_grad_norm,
-            seed=o.seed,
-            bf16=autocast == "bf16",
-            fp16=autocast == "fp16",
-            # transformers accepts bf16 without a GPU only when told the run is on the CPU
-            use_cpu=autocast == "bf16" and not torch.cuda.is_available(),
-            logging_steps=cfg.logging_steps,
-            logging_first_step=True,
-            save_steps=cfg.save_steps,
-            save_total_limit=cfg.save_total_limit,
-            report_to=report,
-            remove_unused_columns=False,
-            dataloader_num_workers=cfg.num_workers,
-            ddp_find_unused_parameters=False,
-            disable_tqdm=False,
-        )
-    except ValueError as e:  # e.g. an unknown optim.scheduler or optim.optimizer name
-        raise ConfigError(f"optim: {e}".splitlines()[0]) from None
+        return TrainingArguments(**kwargs)
+    except (ValueError, ImportError, TypeError) as e:  # e.g. deepspeed not installed, save and eval strategies apart
+        named = ", ".join(f"{k}={v}" for k, v in sorted(cfg.trainer.items()))
+        raise ConfigError(f"TrainingArguments: {mload.first_line(e)} (from optim.*, model.autocast{', trainer: ' + named if named else ''})") from None
 
 
 def check_training_settings(args: Any) -> None:
     """Settings the Trainer would reject only once training starts: the optimiser (its package), the lr
-    schedule (its required arguments) and the trackers of ``report_to`` (installed or not)."""
+    schedule (its required arguments), the trackers of ``report_to`` (installed or not) and an evaluation
+    schedule (``alignx train`` takes no evaluation set)."""
     from transformers import Trainer, get_scheduler
     from transformers.integrations import get_reporting_integration_callbacks
 
+    if args.eval_strategy.value != "no" or args.eval_on_start or args.load_best_model_at_end:
+        raise ConfigError(f"eval_strategy={args.eval_strategy.value}: alignx train takes no evaluation set; evaluate "
+                          "checkpoints with alignx eval, and leave eval_strategy=no (and eval_on_start, load_best_model_at_end off)")
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError) as e:
@@ -188,7 +210,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     check_training_settings(args)
     model_config = mload.check_model_path(cfg.model)
     mload.check_model_settings(model_config, cfg.model, cfg.lora, cfg.loss.align_layer, cfg.data.max_length)
-    tokenizer = mload.load_tokenizer(cfg.model, padding_side="right")
+    tokenizer = mload.load_tokenizer(cfg.model, padding_side="right", chat_template=cfg.data.chat_template)
     check_data_paths(cfg)
     outputs.check_resume_path(cfg)
     out = Path(cfg.output_dir)
