@@ -283,3 +283,22 @@ def test_two_ranks_of_two_rows_equal_one_rank_of_four_ntp_only(assets):
     assert w1.keys() == w2.keys()
     worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
     assert worst < 1e-4, worst  # Adam steps are ~lr = 1e-3; a different batch would move weights by that much
+
+
+def test_two_process_packed_run_equals_the_unpacked_run(assets):
+    """data.packing under DDP: each rank packs its own micro-batch, so the logged losses and the trained weights
+    are those of the unpacked 2-process run (with L_CTR negatives gathered across ranks)."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for packing in (False, True):
+        runs[packing], ranks = _train(assets, f"pack{packing}", 2, "optim.batch_size=4", "loss.ctr_gather=true",
+                                      "data.max_length=224", f"data.packing={packing}")
+        assert ranks[0]["digest"] == ranks[1]["digest"]
+    h0, h1 = (json.loads((runs[p] / "train_summary.json").read_text())["history"] for p in (False, True))
+    assert len(h0) == len(h1) == 3
+    for a, b in zip(h0, h1, strict=True):
+        for key in ("loss", "loss_ntp", "loss_ctr", "loss_lam"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    w0, w1 = (load_file(runs[p] / "final" / "model.safetensors") for p in (False, True))
+    assert max(float((w0[k] - w1[k]).abs().max()) for k in w0) < 1e-5

@@ -32,6 +32,12 @@ def test_span_mask_and_shift():
     assert m1.tolist() == [[False, True, True, True, False, False, False, False]]
 
 
+def test_span_mask_floor_stops_a_shift_at_the_row_start():
+    # a packed row starting at 5: its span [5, 8) shifted by one stops at 5, not at the previous row's last token
+    m = span_mask(torch.tensor([5, 2]), torch.tensor([8, 4]), 10, shift=1, floor=torch.tensor([5, 0]))
+    assert m.int().tolist() == [[0, 0, 0, 0, 0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]]
+
+
 def test_pool_spans_selects_rows_and_spans():
     h = torch.arange(2 * 5 * 1, dtype=torch.float).reshape(2, 5, 1)
     out = pool_spans(h, torch.tensor([0, 3]), torch.tensor([2, 5]), row=torch.tensor([1, 0]))

@@ -172,7 +172,8 @@ def test_records_of_older_alignx_match_the_same_run_today():
     cfg = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]"])
     old = to_dict(cfg)
     old["model"]["dtype"] = "auto"
-    for section, key in (("loss", "ctr_inputs"), ("lora", "modules_to_save"), ("data", "chat_template"), ("data", "assistant_turns")):
+    for section, key in (("loss", "ctr_inputs"), ("lora", "modules_to_save"), ("data", "chat_template"), ("data", "assistant_turns"),
+                         ("data", "packing")):
         del old[section][key]
     del old["trainer"]
     assert run_settings(old) == run_settings(cfg) and run_settings(run_settings(old)) == run_settings(cfg)

@@ -234,6 +234,12 @@ class DataConfig:
         "them and drop only rows whose y is cut away entirely (reference). Instruction rows are always cut",
     )
     max_pairs: int | None = opt(None, "use at most this many pairs per file (after shuffling)")
+    packing: bool = opt(
+        False,
+        "stage 1: pack the optim.batch_size rows of a micro-batch into as few sequences of at most data.max_length "
+        "tokens as fit, each row attending only to itself (position ids restart per row); the rows, so every loss "
+        "term, stay those of the unpacked micro-batch, only the padding compute goes. Stage 2: not supported",
+    )
     on_bad_row: str = opt("error", "error: stop at the first bad row (file:line) | skip: skip and count")
     use_chat_template: bool = opt(
         True, "stage 2 instruction rows: the tokenizer's chat template when it has one; false (or none): the Alpaca-LoRA prompt (reference)"
@@ -391,6 +397,8 @@ class TrainConfig:
             raise ConfigError("lora.modules_to_save needs lora.enabled=true (full fine-tuning trains every module already)")
         if self.resume == "":
             self.resume = None
+        if self.data.packing and self.stage != 1:
+            raise ConfigError("data.packing=true is for stage 1 only; set data.packing=false for stage 2")
         if self.resume and self.overwrite_output_dir:
             raise ConfigError("resume and overwrite_output_dir=true exclude each other: resume continues a run, overwrite replaces it")
         if isinstance(self.report_to, list):  # a string stays as written (finished stages' summaries hold it so)
@@ -597,6 +605,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "lora.modules_to_save": [],
     "data.chat_template": None,
     "data.assistant_turns": "last",
+    "data.packing": False,
     "trainer": {},
 }
 # Setting values renamed since: a record's old value reads as the new one.

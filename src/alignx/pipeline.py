@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignx.config import RUN_CONTROL, TrainConfig, opt, run_settings, section
+from alignx.config import RUN_CONTROL, ConfigError, TrainConfig, opt, run_settings, section
 from alignx.train import outputs
 from alignx.train import stage as train_stage
 from alignx.utils import read_json
@@ -39,6 +39,10 @@ class PipelineConfig:
     )
     stage1: TrainConfig = section(TrainConfig, "stage 1 settings (stage is forced to 1)")
     stage2: TrainConfig = section(_stage2_default, "stage 2 settings (stage is forced to 2; model defaults to stage 1's final model)")
+
+    def __post_init__(self) -> None:
+        if self.run_stage2 and self.stage2.data.packing:  # stage 2 is forced later, after its own checks ran as stage 1
+            raise ConfigError("stage2.data.packing=true: packing is for stage 1 only; set stage2.data.packing=false")
 
 
 def _finished(cfg: TrainConfig) -> dict[str, Any] | None:

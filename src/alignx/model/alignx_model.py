@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from alignx.config import LossConfig
+from alignx.data.packing import packed_forward_kwargs, row_starts
 from alignx.distributed import gather_with_grad
 from alignx.model import load as mload
 from alignx.model.pooling import masked_mean, pool_spans, span_batch
@@ -101,6 +102,8 @@ class AlignXModel(nn.Module):
       ntp_sum [] / ntp_count []: summed next-token loss and its token count,
       ctr []: L_CTR (0 when disabled or the batch has one pair),
       lam []: L_LAM (0 when disabled).
+    It takes a padded batch (:class:`alignx.data.render.Collator`: attention_mask, one row per sequence) or a
+    packed one (:class:`alignx.data.packing.PackingCollator`: position_ids and packed_row, no attention_mask).
     """
 
     # Tells the HF Trainer to count target tokens over the whole accumulated batch (num_items_in_batch).
@@ -142,7 +145,7 @@ class AlignXModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         shift_labels: torch.Tensor | None = None,
         x_start: torch.Tensor | None = None,
@@ -151,6 +154,8 @@ class AlignXModel(nn.Module):
         y_end: torch.Tensor | None = None,
         src_lang: torch.Tensor | None = None,
         tgt_lang: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        packed_row: torch.Tensor | None = None,
         num_items_in_batch: Any = None,
         **_: Any,
     ) -> dict[str, torch.Tensor]:
@@ -159,7 +164,13 @@ class AlignXModel(nn.Module):
                 raise ValueError("AlignXModel needs labels or shift_labels")
             shift_labels = torch.full_like(labels, -100)
             shift_labels[:, :-1] = labels[:, 1:]
-        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False}
+        if packed_row is not None:  # packed rows: position ids restart per row, no attention mask
+            if position_ids is None:
+                raise ValueError("a packed batch (packed_row) needs position_ids")
+            kwargs.update(packed_forward_kwargs(self.lm, position_ids))
+        else:
+            kwargs["attention_mask"] = attention_mask
         if self.fused:
             kwargs["logits_to_keep"] = 1
         if self.capture is not None:
@@ -183,8 +194,13 @@ class AlignXModel(nn.Module):
         result = {"ntp_sum": ntp_sum, "ntp_count": ntp_count, "ctr": zero, "lam": zero}
         if x_start is None or y_start is None:
             return result
+        # Where each row begins in its sequence (packed), so no span or shift reaches into the row before.
+        first = None if packed_row is None else row_starts(x_start, position_ids, packed_row)
         # Under the caller's autocast, like the rows' forward; pooled in fp32.
-        separate = self.sentence_states(input_ids, x_start, x_end, y_start, y_end) if self.use_ctr and self.loss_cfg.ctr_inputs == "separate" else None
+        separate = (
+            self.sentence_states(input_ids, x_start, x_end, y_start, y_end, packed_row, first)
+            if self.use_ctr and self.loss_cfg.ctr_inputs == "separate" else None
+        )
         # Pooling, L_CTR and L_LAM in fp32 even under autocast: the reference computes the cosine in fp32,
         # and a bf16 pooled mean or cosine logit is off by ~0.4 % (1 / 2^8).
         with torch.autocast(device_type=last_states.device.type, enabled=False):
@@ -193,8 +209,8 @@ class AlignXModel(nn.Module):
                     hx, hy = separate
                 else:
                     mid = mid_states.float()  # a copy only when the model computes in bf16/fp16
-                    hx = pool_spans(mid, x_start, x_end)
-                    hy = pool_spans(mid, y_start, y_end)
+                    hx = pool_spans(mid, x_start, x_end, row=packed_row)
+                    hy = pool_spans(mid, y_start, y_end, row=packed_row)
                 if self.loss_cfg.ctr_gather:
                     hy_all, pos = gather_with_grad(hy)
                     result["ctr"] = info_nce(
@@ -206,28 +222,34 @@ class AlignXModel(nn.Module):
             if self.use_lam:
                 # Positions shifted by one: the states that predict the sentence's tokens (reference).
                 last = last_states.float()
-                sx = pool_spans(last, x_start, x_end, shift=1)
-                sy = pool_spans(last, y_start, y_end, shift=1)
+                sx = pool_spans(last, x_start, x_end, shift=1, row=packed_row, floor=first)
+                sy = pool_spans(last, y_start, y_end, shift=1, row=packed_row, floor=first)
                 states = torch.cat([sx, sy], dim=0)
                 ids = torch.cat([src_lang, tgt_lang], dim=0)
                 result["lam"] = language_matching_loss(states, ids, self.lam_head)
         return result
 
     def sentence_states(
-        self, input_ids: torch.Tensor, x_start: torch.Tensor, x_end: torch.Tensor, y_start: torch.Tensor, y_end: torch.Tensor
+        self, input_ids: torch.Tensor, x_start: torch.Tensor, x_end: torch.Tensor, y_start: torch.Tensor, y_end: torch.Tensor,
+        packed_row: torch.Tensor | None = None, first: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean-pooled align-layer states of x and y encoded alone (``loss.ctr_inputs=separate``): [B, H] each, fp32.
 
         The 2B sentences are cut out of the rows (their tokens as the row has them) into one batch, behind the
         row's first token when it is the model's BOS (the tokenizer adds one, and an analysis encoding the sentence
-        alone has it too), and run through the LM once; only the sentence's own tokens are pooled.
+        alone has it too), and run through the LM once; only the sentence's own tokens are pooled. Packed rows:
+        ``packed_row`` [B] is the sequence holding each row, ``first`` [B] where the row begins in it.
         """
-        batch = input_ids.shape[0]
+        rows = input_ids if packed_row is None else input_ids[packed_row]  # [B, T] token ids, one sequence per row
+        batch = rows.shape[0]
+        if first is None:
+            first = torch.zeros(batch, dtype=torch.long, device=rows.device)
         bos = getattr(self.lm.config, "bos_token_id", None)
-        prefix = bos if isinstance(bos, int) and bool((input_ids[:, 0] == bos).all()) else None
+        first_tokens = rows.gather(1, first.unsqueeze(1)).squeeze(1)
+        prefix = bos if isinstance(bos, int) and bool((first_tokens == bos).all()) else None
         pad = getattr(self.lm.config, "pad_token_id", None)
         ids, mask, content = span_batch(
-            input_ids.repeat(2, 1), torch.cat([x_start, y_start]), torch.cat([x_end, y_end]), prefix, pad if isinstance(pad, int) else 0
+            rows.repeat(2, 1), torch.cat([x_start, y_start]), torch.cat([x_end, y_end]), prefix, pad if isinstance(pad, int) else 0
         )
         kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
         if self.fused:

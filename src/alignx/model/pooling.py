@@ -5,16 +5,20 @@ from __future__ import annotations
 import torch
 
 
-def span_mask(starts: torch.Tensor, ends: torch.Tensor, seq_len: int, shift: int = 0) -> torch.Tensor:
+def span_mask(starts: torch.Tensor, ends: torch.Tensor, seq_len: int, shift: int = 0, floor: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask [N, T] that is True on positions ``starts[n] - shift <= t < ends[n] - shift``.
 
     starts, ends: [N] int tensors (end exclusive). ``shift=1`` selects the positions whose output
-    predicts the span's tokens (next-token alignment). Positions are clamped to [0, T).
+    predicts the span's tokens (next-token alignment). Positions are clamped to [floor[n], T): ``floor``
+    [N] is where span n's row begins (packed sequences; default 0), so a shift never reaches the row before.
     """
     pos = torch.arange(seq_len, device=starts.device).unsqueeze(0)  # [1, T]
-    lo = (starts - shift).clamp(min=0).unsqueeze(1)
-    hi = (ends - shift).clamp(min=0).unsqueeze(1)
-    return (pos >= lo) & (pos < hi)
+    lo, hi = starts - shift, ends - shift
+    if floor is None:
+        lo, hi = lo.clamp(min=0), hi.clamp(min=0)
+    else:
+        lo, hi = torch.maximum(lo, floor), torch.maximum(hi, floor)
+    return (pos >= lo.unsqueeze(1)) & (pos < hi.unsqueeze(1))
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -29,16 +33,25 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def pool_spans(
-    hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0, row: torch.Tensor | None = None
+    hidden: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor, shift: int = 0, row: torch.Tensor | None = None,
+    floor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean-pool one span per sequence, or several spans per sequence when ``row`` is given.
 
     hidden: [B, T, H] states; starts/ends: [N] token offsets (end exclusive); row: [N] which
-    sequence each span lives in (packed sequences). Without ``row``, span n is in sequence n
-    (N == B) and no copy of the states is made. Returns [N, H].
+    sequence each span lives in (packed sequences); floor: see :func:`span_mask`. Without ``row``,
+    span n is in sequence n (N == B). No copy of the states is made either way: with ``row`` the
+    weights are [N, B * T] over the flattened states. Returns [N, H].
     """
-    mask = span_mask(starts, ends, hidden.shape[1], shift)  # [N, T]
-    return masked_mean(hidden if row is None else hidden[row], mask)
+    mask = span_mask(starts, ends, hidden.shape[1], shift, floor)  # [N, T]
+    if row is None:
+        return masked_mean(hidden, mask)
+    B, T, H = hidden.shape
+    placed = mask.new_zeros((mask.shape[0], B, T))
+    placed[torch.arange(mask.shape[0], device=mask.device), row] = mask
+    w = placed.reshape(-1, B * T).to(hidden.dtype)
+    w = w / w.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return w @ hidden.reshape(B * T, H)
 
 
 def span_batch(

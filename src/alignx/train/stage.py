@@ -17,6 +17,7 @@ import torch
 from transformers.trainer_callback import TrainerState
 
 from alignx.config import TRAINER_DEFAULTS, ConfigError, TrainConfig, save_config, to_dict
+from alignx.data.packing import PackingCollator, check_rows_stay_apart
 from alignx.data.readers import ReadStats, read_instructions, read_parallel
 from alignx.data.render import (
     Collator,
@@ -206,8 +207,13 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # Without this, accelerate treats each CPU process as its own single-process run.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    if cfg.data.packing and cfg.stage != 1:  # the pipeline sets `stage` after the settings were checked
+        raise ConfigError("data.packing=true is for stage 1 only; set data.packing=false for stage 2")
     args = training_arguments(cfg)
     check_training_settings(args)
+    if cfg.data.packing and args.n_gpu > 1:
+        raise ConfigError("data.packing=true: nn.DataParallel (several GPUs in one process) would split packed sequences "
+                          "and rows apart; launch one process per GPU (accelerate launch / torchrun)")
     model_config = mload.check_model_path(cfg.model)
     mload.check_model_settings(model_config, cfg.model, cfg.lora, cfg.loss.align_layer, cfg.data.max_length)
     tokenizer = mload.load_tokenizer(cfg.model, padding_side="right", chat_template=cfg.data.chat_template)
@@ -256,12 +262,14 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: ExampleDataset,
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=PackingCollator(tokenizer.pad_token_id, cfg.data.max_length) if cfg.data.packing else Collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         lambda_ctr=cfg.loss.lambda_ctr if model.use_ctr else 0.0,
         lambda_lam=cfg.loss.lambda_lam if model.use_lam else 0.0,
         run_record=record,
     )
+    if cfg.data.packing:  # after the Trainer placed the model (flash attention runs on the GPU only)
+        check_rows_stay_apart(lm)
     start = time.time()
     resumed_at = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")).global_step if resume else 0
     result = trainer.train(resume_from_checkpoint=resume)
