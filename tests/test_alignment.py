@@ -16,6 +16,8 @@ from alignx.eval.alignment import (
     encode_poolings,
     linear_cka,
     mexa_score,
+    mexa_wins,
+    pair_metrics,
     pair_vs_random_cosine,
     retrieval_top1,
 )
@@ -116,6 +118,35 @@ def test_linear_cka_properties():
     assert linear_cka(x, x) == pytest.approx(1.0)
     assert linear_cka(x, 3.0 * x.double() @ q) == pytest.approx(1.0)
     assert linear_cka(x, torch.randn(50, 8, generator=g)) < 0.5
+
+
+def test_identical_rows_get_identical_cosines():
+    """Exact ties must survive the matrix product (it may round output tiles differently)."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 48, generator=g, dtype=torch.float64)
+    y = torch.randn(9, 48, generator=g, dtype=torch.float64)
+    x[5], x[6], y[8] = x[1], x[3], y[0]
+    c = cosine_matrix(x, y)
+    assert torch.equal(c[1], c[5]) and torch.equal(c[3], c[6]) and torch.equal(c[:, 0], c[:, 8])
+    # Without duplicate rows it is the plain normalised product, bit for bit.
+    xn, yn = x[:5] / x[:5].norm(dim=1, keepdim=True), y[:8] / y[:8].norm(dim=1, keepdim=True)
+    assert torch.equal(cosine_matrix(x[:5], y[:8]), xn @ yn.T)
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_pair_metrics_equal_the_single_metrics(duplicates):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(30, 16, generator=g)
+    b = a + 0.8 * torch.randn(30, 16, generator=g)
+    if duplicates:
+        a[7], b[7], b[20] = a[3], b[3], b[11]
+    m = pair_metrics(a, b)
+    assert (m["cos_pair"], m["cos_random"]) == pair_vs_random_cosine(a, b)
+    assert torch.equal(m["mexa_wins"], mexa_wins(a, b))
+    assert m["retrieval_top1"] == retrieval_top1(a, b)
+    assert m["retrieval_top1_from_pivot"] == retrieval_top1(b, a)
+    if duplicates:
+        assert not m["mexa_wins"][3] and not m["mexa_wins"][7]  # pairs 3 and 7 are one pair twice: a tie
 
 
 def test_metrics_reject_mismatched_pairs():

@@ -29,9 +29,7 @@ from alignx.eval.alignment import (
     encode_poolings,
     linear_cka,
     mexa_score,
-    mexa_wins,
-    pair_vs_random_cosine,
-    retrieval_top1,
+    pair_metrics,
 )
 from alignx.utils import environment, output_lock, write_json
 
@@ -213,20 +211,19 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
         if cfg.with_cka:
             res["cka"] = {}
         for lang in langs:
-            x_idx, p_idx = rows(lang, 1), rows(lang, 0)
+            # One gather and one float64 cast per language; every layer's metrics come from one cosine matrix.
+            xs, ps = st[:, rows(lang, 1)].double(), st[:, rows(lang, 0)].double()  # [L+1, n, H]
             for k in res:
                 res[k][lang] = []
             for layer in range(n_states):
-                x, p = st[layer, x_idx], st[layer, p_idx]
-                cp, cr = pair_vs_random_cosine(x, p)
-                wins = mexa_wins(x, p)
+                x, p = xs[layer], ps[layer]
+                m = pair_metrics(x, p)
+                wins = m["mexa_wins"]
                 res["mexa"][lang].append(wins.double().mean().item())
                 # Per-pair outcomes ("1" = strict top-1 both ways), pair order as in ``pairs``: for paired bootstraps.
                 res["mexa_items"][lang].append("".join("1" if w else "0" for w in wins.tolist()))
-                res["cos_pair"][lang].append(cp)
-                res["cos_random"][lang].append(cr)
-                res["retrieval_top1"][lang].append(retrieval_top1(x, p))
-                res["retrieval_top1_from_pivot"][lang].append(retrieval_top1(p, x))
+                for key in ("cos_pair", "cos_random", "retrieval_top1", "retrieval_top1_from_pivot"):
+                    res[key][lang].append(m[key])
                 if cfg.with_cka:
                     res["cka"][lang].append(linear_cka(x, p))
         per_pooling[pooling] = {

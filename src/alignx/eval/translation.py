@@ -176,21 +176,35 @@ def apply_chat(tokenizer: Any, prompt: str) -> str:
 
 
 class _StopOnNewline:
-    """Stopping criterion: a row is done once its new text contains a newline (EOS is handled by generate)."""
+    """Stopping criterion: a row is done once its new text contains a newline (EOS is handled by generate).
+
+    A row once done stays done (generate keeps finished rows finished), so only the others are decoded again.
+    """
 
     def __init__(self, tokenizer: Any, prompt_len: int) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
-        # a leading newline right after "German:" is not an answer yet: need text before it
-        return torch.tensor(["\n" in t.lstrip() for t in texts], device=input_ids.device)
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        todo = (~self.done).nonzero().flatten()
+        if len(todo):
+            texts = self.tokenizer.batch_decode(input_ids[todo, self.prompt_len :], skip_special_tokens=True)
+            # a leading newline right after "German:" is not an answer yet: need text before it
+            self.done[todo] = torch.tensor(["\n" in t.lstrip() for t in texts], device=input_ids.device)
+        return self.done.clone()
 
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 256, desc: str = "translate") -> list[str]:
-    """Greedy continuations, batched with left padding, cut at the first newline; order preserved."""
+    """Greedy continuations, cut at the first newline, in the order of ``prompts``.
+
+    Prompts are tokenized once, sorted by token count (longest first: similar lengths share a batch, so
+    little padding, and an OOM shows up at once) and generated ``batch_size`` at a time with left padding
+    (new tokens follow each prompt directly; the attention mask hides the padding).
+    """
     from transformers import StoppingCriteriaList
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -199,33 +213,32 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
     gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     eos_ids = sorted({tokenizer.eos_token_id, *(gen_eos if isinstance(gen_eos, list) else [gen_eos])} - {None})
     bos = tokenizer.bos_token
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
     device = next(model.parameters()).device
-    # longest first: similar lengths share a batch (less padding) and OOM shows up at once
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    # chat templates already start with BOS: do not add a second one
+    encoded: list[dict[str, list[int]]] = [{} for _ in prompts]
+    for add_special in (True, False):
+        idx = [i for i, p in enumerate(prompts) if (not (bos and p.startswith(bos))) == add_special]
+        if idx:
+            enc = tokenizer([prompts[i] for i in idx], add_special_tokens=add_special)
+            for r, i in enumerate(idx):
+                encoded[i] = {key: values[r] for key, values in enc.items()}
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]["input_ids"]))
     out: list[str] = [""] * len(prompts)
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-            idx = order[start : start + batch_size]
-            batch = [prompts[i] for i in idx]
-            # chat templates already start with BOS: do not add a second one
-            add_special = not (bos and all(p.startswith(bos) for p in batch))
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=add_special).to(device)
-            prompt_len = enc["input_ids"].shape[1]
-            gen = model.generate(
-                **enc,
-                do_sample=False,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad_id,
-                eos_token_id=eos_ids or None,
-                stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len)]),
-            )
-            texts = tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                out[i] = text.strip().split("\n", 1)[0].strip()
-    finally:
-        tokenizer.padding_side = old_side
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad([encoded[i] for i in idx], padding=True, padding_side="left", return_tensors="pt").to(device)
+        prompt_len = batch["input_ids"].shape[1]
+        gen = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+            eos_token_id=eos_ids or None,
+            stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len)]),
+        )
+        texts = tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
+        for i, text in zip(idx, texts, strict=True):
+            out[i] = text.strip().split("\n", 1)[0].strip()
     return out
 
 
