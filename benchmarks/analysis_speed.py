@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 AFTER_SRC = REPO / "src"
 # The main commit this branch started from: "before" = the analysis and translation code as it was there.
-DEFAULT_BEFORE_REV = "6f53d22"
+DEFAULT_BEFORE_REV = "2a0c245"
 ANALYSIS_KEYS = ("mexa", "cos_pair", "cos_random", "retrieval_top1", "retrieval_top1_from_pivot", "cka")
 
 
