@@ -14,6 +14,7 @@ Variants:
   b     AlignXModel, lambda_ctr = lambda_lam = 0 (fused chunked NTP only)
   c     AlignXModel with L_CTR + L_LAM at the reference weights (0.3 / 0.4), hook capture of hidden states
   c_hs  (c) capturing with ``output_hidden_states=True`` instead of hooks (measures the hook change)
+  c_sep (c) with ``loss.ctr_inputs=separate`` (one extra forward + backward of the 2B sentences; not the reference)
   d     (c) under torch.compile                     (--compile; not with --interleave)
   e     (c) with gradient checkpointing             (--grad-ckpt; not with --interleave)
 
@@ -93,12 +94,13 @@ VARIANTS = {
     "b": "AlignXModel NTP only (lambda_ctr=lambda_lam=0), fused chunked loss",
     "c": "AlignXModel NTP + L_CTR + L_LAM (0.3 / 0.4), hook capture",
     "c_hs": "(c) with output_hidden_states=True capture instead of hooks",
+    "c_sep": "(c) with loss.ctr_inputs=separate: x and y re-encoded alone for L_CTR (not the reference)",
     "d": "(c) + torch.compile",
     "e": "(c) + gradient checkpointing",
 }
 # Variants that differ only in the wrapper around the LM, so --interleave can time them on one shared model
 # (d compiles it, e switches gradient checkpointing on for every wrapper).
-INTERLEAVABLE = ("a", "b", "c", "c_hs")
+INTERLEAVABLE = ("a", "b", "c", "c_hs", "c_sep")
 MIN_TIMED_STEPS = 5  # issue 11: at least 5 timed steps per variant for a median and an IQR
 
 # Dense bf16 peak FLOP/s (no sparsity) by device-name substring; override with --peak-flops.
@@ -243,7 +245,7 @@ def wrap(variant: str, lm: nn.Module, args: argparse.Namespace, device: torch.de
         return lm, None
     ntp_only = variant == "b"
     loss_cfg = LossConfig(lambda_ctr=0.0 if ntp_only else 0.3, lambda_lam=0.0 if ntp_only else 0.4,
-                          ntp_chunk_size=args.chunk_size)
+                          ntp_chunk_size=args.chunk_size, ctr_inputs="separate" if variant == "c_sep" else "in_context")
     if variant == "e":
         mload.enable_gradient_checkpointing(lm)
     model = AlignXModel(lm, loss_cfg, with_alignment=True,
@@ -474,6 +476,7 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "memory_b_over_a": _ratio(peak("b"), peak("a")),
         "memory_hooks_minus_hidden_states_bytes": (peak("c") - peak("c_hs"))
         if "c" in results and "c_hs" in results else None,
+        "step_time_c_sep_over_c": _ratio(med("c_sep"), med("c")),
         "step_time_d_over_c": _ratio(med("d"), med("c")),
         "step_time_e_over_c": _ratio(med("e"), med("c")),
         "memory_e_over_a": _ratio(peak("e"), peak("a")),

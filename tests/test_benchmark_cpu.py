@@ -89,7 +89,7 @@ def test_variant_losses_equal_the_reference_computation() -> None:
 
     bench = _load_script()
     args = bench.parse_args(["--preset", "micro", "--steps", "1", "--warmup", "1", "--device", "cpu", "--quiet"])
-    got = {v: bench.run_variant(v, args) for v in ("a", "b", "c")}
+    got = {v: bench.run_variant(v, args) for v in ("a", "b", "c", "c_sep")}
 
     # the model, L_LAM head and first batch variant c started from, rebuilt as run_variant builds them
     lm = bench.build_model("micro", torch.device("cpu"), torch.float32)
@@ -108,6 +108,10 @@ def test_variant_losses_equal_the_reference_computation() -> None:
     assert got["c"]["terms_first"] == pytest.approx({"ntp": ntp, "ctr": ctr, "lam": lam}, rel=1e-5, abs=1e-6)
     assert got["c"]["loss_first"] == pytest.approx(ntp + 0.3 * ctr + 0.4 * lam, rel=1e-5)
     assert ctr > 1e-3 and abs(lam - math.log(2)) > 1e-4  # neither term is trivially 0 or at chance
+    # c_sep: the same rows' NTP and L_LAM (same model and head), L_CTR from the sentences encoded alone
+    sep = got["c_sep"]["terms_first"]
+    assert sep["ntp"] == pytest.approx(ntp, rel=1e-5) and sep["lam"] == pytest.approx(lam, rel=1e-5)
+    assert abs(sep["ctr"] - ctr) > 1e-4
 
 
 def test_interleaved_rounds_rotate_and_share_batches(tmp_path: Path) -> None:
