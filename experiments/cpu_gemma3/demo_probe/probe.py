@@ -23,6 +23,7 @@ from typing import Any
 from alignx.config import TrainConfig, load_config
 from alignx.demo import DemoConfig, demo_data_dir
 from alignx.eval import analyze as an
+from alignx.eval.perplexity import run_perplexity
 from alignx.eval.stats import paired_mean_diff
 from alignx.model.load import resolve_path
 from alignx.train import stage as train_stage
@@ -30,6 +31,18 @@ from alignx.train import stage as train_stage
 HERE = Path(__file__).resolve().parent
 WORK = Path(os.environ.get("PROBE_WORKDIR", "/tmp/alignx_probe"))
 LANGUAGES = ["de", "fr", "es", "ru", "zh", "ja", "ko", "hi"]
+OOD = HERE.parent / "data" / "ood" / "heldout.jsonl"  # GNOME help: out-of-domain English for the regression check
+
+
+def _english_ppl(model: str, out: Path) -> dict[str, Any]:
+    """Perplexity of the out-of-domain English sentences (250 at most), per-sentence stats kept for paired CIs."""
+    from alignx.config import ModelConfig
+    from alignx.model.load import load_model_and_tokenizer
+
+    lm, tok = load_model_and_tokenizer(ModelConfig(name_or_path=model))
+    res = run_perplexity(lm, tok, [str(OOD)], ["en"], 250)["en"]
+    (out / "ppl_en.json").write_text(json.dumps(res))
+    return res
 
 
 def _analyze(model: str, name: str, out: Path, heldout: Path) -> dict[str, Any]:
@@ -45,7 +58,7 @@ def table() -> str:
     """results.jsonl as markdown: raw MEXA change vs base (points, 95% CI) at layers 7-11, centred at the align layer."""
     rows = [json.loads(line) for line in (HERE / "results.jsonl").read_text().splitlines() if line.strip()]
     out = ["| probe | settings (over the probe's defaults) | L_CTR first -> last | NTP last | MEXA L7 | MEXA L8 | "
-           "MEXA L9 (align layer) | MEXA L10 | MEXA L11 | centred MEXA L9 |", "|" + "---|" * 10]
+           "MEXA L9 (align layer) | MEXA L10 | MEXA L11 | centred MEXA L9 | English PPL, out of domain |", "|" + "---|" * 11]
     for r in rows:
         def cell(key: str, r: dict[str, Any] = r) -> str:
             d, lo, hi = r[key]
@@ -54,8 +67,10 @@ def table() -> str:
         ctr = f"{first['loss_ctr']:.2f} -> {last['loss_ctr']:.2f}" if "loss_ctr" in last else "—"
         settings = ", ".join(f"`{k}={v}`" for k, v in r["over"].items()) or "(defaults)"
         layer = r["layer"]
+        p = r.get("ppl_en_ood")
+        ppl = f"{p['base']:.1f} -> {p['probe']:.1f} (n = {p['n']})" if p else "—"
         out.append(f"| {r['name']} | {settings} | {ctr} | {last['loss_ntp']:.2f} | {cell('mean_L7')} | {cell('mean_L8')} | "
-                   f"{cell(f'mean_L{layer}')} | {cell('mean_L10')} | {cell('mean_L11')} | {cell(f'mean_centred_L{layer}')} |")
+                   f"{cell(f'mean_L{layer}')} | {cell('mean_L10')} | {cell('mean_L11')} | {cell(f'mean_centred_L{layer}')} | {ppl} |")
     return "\n".join(out)
 
 
@@ -72,6 +87,8 @@ def main() -> None:
     base_dir = WORK / "base"
     if not (base_dir / "analysis.json").exists():
         _analyze(base_path, "base", base_dir, heldout)
+    if not (base_dir / "ppl_en.json").exists():
+        _english_ppl(base_path, base_dir)
     t0 = time.time()
     conf: dict[str, Any] = {
         "stage": 1, "output_dir": str(root / "stage1"), "model.name_or_path": base_path, "data.max_length": 96,
@@ -84,6 +101,8 @@ def main() -> None:
     s1 = train_stage.main(load_config(TrainConfig, [], conf))
     train_s = time.time() - t0
     _analyze(s1["final_model"], name, root, heldout)
+    ppl = _english_ppl(s1["final_model"], root)
+    base_ppl = json.loads((base_dir / "ppl_en.json").read_text())
     a = json.loads((root / "analysis.json").read_text())
     b = json.loads((base_dir / "analysis.json").read_text())
     ts = json.loads((root / "stage1" / "train_summary.json").read_text())
@@ -99,6 +118,7 @@ def main() -> None:
                                  [[float(c) for c in B["mexa_items"][lg][L]] for lg in langs])
             res[f"{pool}_L{L}"] = [round(100 * d["delta"], 1), round(100 * d["lo"], 1), round(100 * d["hi"], 1)]
     res["losses"] = {"first": ts["first_losses"], "last": ts["final_losses"]}
+    res["ppl_en_ood"] = {"base": round(base_ppl["ppl"], 2), "probe": round(ppl["ppl"], 2), "n": ppl["n"]}
     print(json.dumps(res))
     with open(HERE / "results.jsonl", "a") as f:
         f.write(json.dumps(res) + "\n")
