@@ -282,3 +282,24 @@ def test_analyze_centred_variant_and_per_pair_outcomes(parallel_file: Path, tmp_
     assert mexa_score(shifted[:20], shifted[20:]) == mexa_score(plain[:20], plain[20:])
     with pytest.raises(ConfigError, match="centering"):
         load_config(AnalyzeConfig, overrides={"centering": ["whitened"]})
+
+
+def test_standardised_variant_scales_every_dimension_to_unit_variance():
+    from alignx.eval.alignment import mexa_score, standardize_rows
+
+    x = torch.tensor([[1.0, 10.0, 5.0], [3.0, 14.0, 5.0], [5.0, 6.0, 5.0]])
+    # by hand: column means 3, 10, 5; population standard deviations sqrt(8/3), sqrt(32/3), 0 (a constant column -> 0)
+    s1, s2 = (8 / 3) ** 0.5, (32 / 3) ** 0.5
+    expected = [[-2 / s1, 0.0, 0.0], [0.0, 4 / s2, 0.0], [2 / s1, -4 / s2, 0.0]]
+    torch.testing.assert_close(standardize_rows(x), torch.tensor(expected))
+    # A rogue dimension (huge, varying from sentence to sentence) hides the pairs from the raw and the centred cosine,
+    # not from the standardised one.
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(30, 16, generator=g)
+    b = a + 0.3 * torch.randn(30, 16, generator=g)
+    rogue = 1000.0 * torch.rand(60, 1, generator=g)
+    both = torch.cat([torch.cat([a, b]), rogue], dim=1)
+    centred = both - both.mean(dim=0, keepdim=True)
+    assert mexa_score(centred[:30], centred[30:]) < 0.3
+    st = standardize_rows(both)
+    assert mexa_score(st[:30], st[30:]) > 0.9

@@ -389,6 +389,19 @@ def center_rows(states: torch.Tensor) -> torch.Tensor:
     return states - states.mean(dim=-2, keepdim=True)
 
 
+def standardize_rows(states: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Centre each dimension over the N sentences and divide it by its standard deviation: [..., N, H] -> same shape.
+
+    The standardised analysis variant: centring alone leaves rogue dimensions (a few dimensions whose values are
+    orders of magnitude larger than the rest and vary from sentence to sentence) dominating the cosine; scaling each
+    dimension to unit variance over the analysed set gives every dimension the same say. Constant dimensions
+    (std < eps) become 0.
+    """
+    centred = center_rows(states)
+    std = centred.pow(2).mean(dim=-2, keepdim=True).sqrt()
+    return centred / std.clamp(min=eps)
+
+
 def mexa_score(a: Any, b: Any) -> float:
     """MEXA alignment score: share of pairs i whose cosine C[i, i] is the strict maximum of both row i
     and column i of the cosine matrix C = cos(a, b) (a, b: [N, H]). Ties do not count.

@@ -30,12 +30,13 @@ from alignx.eval.alignment import (
     linear_cka,
     mexa_score,
     pair_metrics,
+    standardize_rows,
 )
 from alignx.utils import environment, output_lock, write_json
 
 # pivot sentence -> its translation, per language
 PairsByLang = dict[str, list[tuple[str, str]]]
-CENTERINGS = ("raw", "centred")
+CENTERINGS = ("raw", "centred", "standardised")
 
 
 def variant_name(pooling: str, centering: str) -> str:
@@ -55,7 +56,8 @@ class AnalyzeConfig:
     centering: list[str] = opt(
         ["raw"],
         "raw: cosine of the states as they are (MEXA as published) | centred: subtract the mean sentence state of the "
-        "analysed set per layer first (reported as '<pooling>_centred'; for models with rogue dimensions, e.g. SmolLM2)",
+        "analysed set per layer first (reported as '<pooling>_centred') | standardised: also divide each dimension by its "
+        "standard deviation over the set ('<pooling>_standardised'; for models with rogue dimensions, e.g. SmolLM2)",
     )
     batch_size: int = opt(16, "sentences per forward pass")
     max_length: int = opt(128, "truncate sentences to this many tokens")
@@ -198,7 +200,8 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
     )  # {pooling: [L+1, S, H]}
     n_states = next(iter(states.values())).shape[0]
     num_layers = n_states - 1
-    variants = {variant_name(p, c): (center_rows(st) if c == "centred" else st) for p, st in states.items() for c in cfg.centering}
+    transform = {"raw": lambda st: st, "centred": center_rows, "standardised": standardize_rows}
+    variants = {variant_name(p, c): transform[c](st) for p, st in states.items() for c in cfg.centering}
 
     def rows(lang: str, side: int) -> list[int]:
         return [index[pair[side]] for pair in pairs_by_lang[lang]]
