@@ -1,4 +1,4 @@
-"""The embedded demo end to end on a tiny model (the real run uses the packaged SmolLM2)."""
+"""The embedded demo end to end on a tiny model (the real run uses the packaged Gemma-3-270M)."""
 
 from __future__ import annotations
 
