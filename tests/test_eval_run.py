@@ -20,6 +20,14 @@ def _texts() -> list[str]:
     return [line for p in (FIX / "translation").glob("*.jsonl") for line in p.read_text(encoding="utf-8").splitlines()]
 
 
+def _saved_tiny(path: Path) -> Path:
+    """The tiny Llama and its tokenizer, trained on the fixture texts, saved as a model directory."""
+    model, tok = tiny_lm(_texts())
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def test_generation_is_padding_invariant_and_cut_at_newline():
     model, tok = tiny_lm(_texts())
     prompts = ["English: The cat sleeps.\nGerman:", "Translate the following sentences from English to German.\n\nEnglish: I would like a cup of coffee.\nGerman:"]
@@ -126,10 +134,7 @@ def test_failed_evaluation_keeps_finished_parts_and_the_older_result(tmp_path, m
     from alignx.eval import run as eval_run
     from conftest import message
 
-    model, tok = tiny_lm(_texts())
-    model_dir = tmp_path / "m"
-    model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = _saved_tiny(tmp_path / "m")
     out = tmp_path / "out"
     out.mkdir()
     (out / "eval.json").write_text('{"kind": "eval", "note": "older"}\n')
@@ -155,10 +160,7 @@ def test_failed_evaluation_keeps_finished_parts_and_the_older_result(tmp_path, m
 def test_run_without_benchmarks_drops_an_older_lm_eval_file(tmp_path):
     """lm_eval_results.json sits beside the eval.json whose benchmarks it holds: a new eval.json without
     benchmarks must not leave an older run's file next to it."""
-    model, tok = tiny_lm(_texts())
-    model_dir = tmp_path / "m"
-    model.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = _saved_tiny(tmp_path / "m")
     out = tmp_path / "out"
     out.mkdir()
     (out / "lm_eval_results.json").write_text('{"note": "older"}\n')
