@@ -55,6 +55,9 @@ from alignx.train.stage import build_dataset
 from alignx.train.trainer import combine_losses
 from alignx.utils import environment, write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import _stats, _sync  # noqa: E402  (the step benchmark's timing statistics and device sync)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "experiments" / "cpu_gemma3" / "data" / "indomain" / "train.jsonl"
 VARIANTS = ("unpacked", "packed", "packed_budget")
@@ -142,11 +145,6 @@ def build_lm(args: argparse.Namespace, tokenizer: Any, dtype: torch.dtype, devic
     return lm.to(device)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -170,11 +168,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (values[0],) * 3
-    return {"median": med, "q1": q1, "q3": q3, "iqr": q3 - q1, "min": min(values), "max": max(values)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
