@@ -2,6 +2,7 @@
 
     python experiments/cpu_gemma3/demo_probe/probe.py NAME [key=value ...]   (e.g. loss.ctr_inputs=separate)
     python experiments/cpu_gemma3/demo_probe/probe.py --table                (results.jsonl as a markdown table)
+    python experiments/cpu_gemma3/demo_probe/probe.py --ppl-vs cpt_s22       (English perplexity vs one probe, with CIs)
 
 Stage 1 as `alignx demo` ran it before this probe (Gemma-3-270M, 30 steps x 8 rows, LR 1e-4, frozen embeddings,
 max length 96, batch-centred L_CTR with lambda 3, in-context spans) unless overridden, then mean-pooled MEXA (raw and
@@ -23,8 +24,8 @@ from typing import Any
 from alignx.config import TrainConfig, load_config
 from alignx.demo import DemoConfig, demo_data_dir
 from alignx.eval import analyze as an
-from alignx.eval.perplexity import run_perplexity
-from alignx.eval.stats import paired_mean_diff
+from alignx.eval.perplexity import perplexity_from_stats, run_perplexity
+from alignx.eval.stats import paired_corpus_diff, paired_mean_diff
 from alignx.model.load import resolve_path
 from alignx.train import stage as train_stage
 
@@ -32,16 +33,18 @@ HERE = Path(__file__).resolve().parent
 WORK = Path(os.environ.get("PROBE_WORKDIR", "/tmp/alignx_probe"))
 LANGUAGES = ["de", "fr", "es", "ru", "zh", "ja", "ko", "hi"]
 OOD = HERE.parent / "data" / "ood" / "heldout.jsonl"  # GNOME help: out-of-domain English for the regression check
+PPL = HERE / "ppl"  # per-sentence NLL and token counts of each probe (and the base model), for paired intervals
 
 
-def _english_ppl(model: str, out: Path) -> dict[str, Any]:
+def _english_ppl(model: str, name: str) -> dict[str, Any]:
     """Perplexity of the out-of-domain English sentences (250 at most), per-sentence stats kept for paired CIs."""
     from alignx.config import ModelConfig
     from alignx.model.load import load_model_and_tokenizer
 
     lm, tok = load_model_and_tokenizer(ModelConfig(name_or_path=model))
     res = run_perplexity(lm, tok, [str(OOD)], ["en"], 250)["en"]
-    (out / "ppl_en.json").write_text(json.dumps(res))
+    PPL.mkdir(exist_ok=True)
+    (PPL / f"{name}.json").write_text(json.dumps(res))
     return res
 
 
@@ -74,9 +77,28 @@ def table() -> str:
     return "\n".join(out)
 
 
+def ppl_versus(reference: str) -> str:
+    """Each probe's out-of-domain English perplexity relative to ``reference``'s: paired bootstrap over sentences."""
+    def stats(name: str) -> list[list[float]]:
+        items = json.loads((PPL / f"{name}.json").read_text())["items"]
+        return [[nll, tok] for nll, tok in zip(items["nll"], items["tokens"], strict=True)]
+
+    ref = stats(reference)
+    out = [f"| probe | English PPL vs {reference} [95% CI] | n sentences |", "|---|---|---|"]
+    for path in sorted(PPL.glob("*.json")):
+        if path.stem == reference:
+            continue
+        d = paired_corpus_diff(stats(path.stem), ref, perplexity_from_stats, relative=True)
+        out.append(f"| {path.stem} | {100 * d['delta']:+.1f} % [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] | {d['n']} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--table"]:
         print(table())
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--ppl-vs":
+        print(ppl_versus(sys.argv[2]))
         return
     name = sys.argv[1]
     over = dict(a.split("=", 1) for a in sys.argv[2:])
@@ -87,8 +109,8 @@ def main() -> None:
     base_dir = WORK / "base"
     if not (base_dir / "analysis.json").exists():
         _analyze(base_path, "base", base_dir, heldout)
-    if not (base_dir / "ppl_en.json").exists():
-        _english_ppl(base_path, base_dir)
+    if not (PPL / "base.json").exists():
+        _english_ppl(base_path, "base")
     t0 = time.time()
     conf: dict[str, Any] = {
         "stage": 1, "output_dir": str(root / "stage1"), "model.name_or_path": base_path, "data.max_length": 96,
@@ -101,8 +123,8 @@ def main() -> None:
     s1 = train_stage.main(load_config(TrainConfig, [], conf))
     train_s = time.time() - t0
     _analyze(s1["final_model"], name, root, heldout)
-    ppl = _english_ppl(s1["final_model"], root)
-    base_ppl = json.loads((base_dir / "ppl_en.json").read_text())
+    ppl = _english_ppl(s1["final_model"], name)
+    base_ppl = json.loads((PPL / "base.json").read_text())
     a = json.loads((root / "analysis.json").read_text())
     b = json.loads((base_dir / "analysis.json").read_text())
     ts = json.loads((root / "stage1" / "train_summary.json").read_text())
