@@ -59,3 +59,31 @@ def test_experiment_arms_compare_and_resume(tmp_path: Path, caplog):
     assert "already finished with these settings" in caplog.text
     assert (runs / "centred" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns == before
     assert (runs / "centred" / "arm.json").exists()
+
+
+def test_experiment_skips_an_arm_another_process_holds(tmp_path: Path, caplog):
+    """Two `alignx experiment` processes on one output dir split the arms: an arm locked elsewhere is skipped."""
+    import subprocess
+    import sys
+
+    model = save_tiny_model(tmp_path / "tiny", "llama")
+    pipeline = _yaml(tmp_path / "pipeline.yaml", {"run_stage2": False, "stage1": {"model": {"name_or_path": str(model)}}})
+    arms = [_yaml(tmp_path / "held.yaml", {"run_stage1": False}), _yaml(tmp_path / "base.yaml", {"run_stage1": False})]
+    runs = tmp_path / "runs"
+    (runs / "held").mkdir(parents=True)
+    holder = subprocess.Popen(  # another process owns runs/held/ (flock, as alignx's own lock)
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(runs / 'held' / '.alignx.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        caplog.set_level("INFO")
+        done = main(load_config(ExperimentConfig, [], {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms}))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert set(done) == {"base"} and (runs / "base" / "arm.json").exists()
+    assert not (runs / "held" / "arm.json").exists()
+    assert "held: skipped" in caplog.text and "in use by another run" in caplog.text
+    assert (runs / "report.md").exists()

@@ -5,6 +5,10 @@ An arm is a YAML of PipelineConfig overrides layered on the experiment's base pi
 (``run_stage1: false, run_stage2: false``) evaluates the base model. Each arm writes
 ``<output_dir>/<arm>/{stage1,stage2}/``, ``eval.json``, ``analysis.json`` and ``arm.json``; the
 report compares them all. Arms whose ``arm.json`` exists are skipped (``rerun=true`` forces them).
+
+Each arm is locked while it runs, not the whole output directory: several ``alignx experiment`` processes
+with the same config (other GPUs, other machines on a shared disk) split the arms between them, each
+skipping an arm another process holds. The report is written by whichever finishes with the directory free.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from alignx.config import ConfigError, load_config, opt, to_dict
 from alignx.pipeline import PipelineConfig
 from alignx.pipeline import main as run_pipeline
-from alignx.utils import environment, output_lock, read_json, write_json
+from alignx.utils import OutputDirBusy, environment, output_lock, read_json, write_json
 
 log = logging.getLogger("alignx.experiment")
 
@@ -108,24 +112,37 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
 
 
 def main(cfg: ExperimentConfig) -> dict[str, Any]:
-    with output_lock(cfg.output_dir, "experiment"):  # arms, report and comparison write under it
-        return _run_arms(cfg)
+    done = _run_arms(cfg)
+    try:
+        with output_lock(cfg.output_dir, "experiment report"):  # report.* and comparison.* under it
+            _report(cfg)
+    except OutputDirBusy as e:
+        log.warning("report not written: %s (the process that holds it writes it)", e)
+    return done
 
 
 def _run_arms(cfg: ExperimentConfig) -> dict[str, Any]:
-    from alignx.report import report as report_mod
-
     arms = [a for a in cfg.arms if not cfg.only or Path(a).stem in cfg.only]
     done: dict[str, Any] = {}
     for i, arm in enumerate(arms, 1):
         name = Path(arm).stem
-        marker = Path(cfg.output_dir) / name / "arm.json"
-        if marker.exists() and not cfg.rerun:
-            log.info("[%d/%d] %s: already done (%s), skipping", i, len(arms), name, marker)
-            done[name] = read_json(marker)
-            continue
-        log.info("[%d/%d] arm %s", i, len(arms), name)
-        done[name] = run_arm(cfg, arm)
+        root = Path(cfg.output_dir) / name
+        try:
+            with output_lock(root, "experiment"):
+                if (root / "arm.json").exists() and not cfg.rerun:
+                    log.info("[%d/%d] %s: already done (%s), skipping", i, len(arms), name, root / "arm.json")
+                    done[name] = read_json(root / "arm.json")
+                    continue
+                log.info("[%d/%d] arm %s", i, len(arms), name)
+                done[name] = run_arm(cfg, arm)
+        except OutputDirBusy as e:
+            log.info("[%d/%d] %s: skipped, %s", i, len(arms), name, e)
+    return done
+
+
+def _report(cfg: ExperimentConfig) -> None:
+    from alignx.report import report as report_mod
+
     runs = [str(Path(cfg.output_dir) / Path(a).stem) for a in cfg.arms if (Path(cfg.output_dir) / Path(a).stem / "arm.json").exists()]
     baseline = cfg.baseline if any(Path(r).name == cfg.baseline for r in runs) else ""
     report_mod.main(load_config(report_mod.ReportConfig, [], {"runs": runs, "output_dir": cfg.output_dir, "title": cfg.name, "baseline": baseline}))
@@ -133,4 +150,3 @@ def _run_arms(cfg: ExperimentConfig) -> dict[str, Any]:
         from alignx.report import compare as compare_mod
 
         compare_mod.main(load_config(compare_mod.CompareConfig, cfg.compare, {"runs_dir": cfg.output_dir}))
-    return done
