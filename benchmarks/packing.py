@@ -47,6 +47,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from alignx.config import LossConfig, ModelConfig, TrainConfig, load_config, to_dict
+from alignx.data.dataset import examples as rendered_examples
 from alignx.data.packing import PackingCollator, pack_rows
 from alignx.data.render import Collator, Example
 from alignx.model import load as mload
@@ -73,8 +74,8 @@ def render_rows(args: argparse.Namespace, tokenizer: Any) -> tuple[list[Example]
     overrides = {"stage": 1, "model.name_or_path": args.tokenizer, "data.parallel": [str(args.data)],
                  "data.max_length": args.max_length, "data.max_pairs": args.max_pairs, "optim.batch_size": args.batch}
     cfg = load_config(TrainConfig, [], overrides)
-    dataset, counts = build_dataset(cfg, tokenizer)
-    return dataset.examples, counts, cfg
+    data = build_dataset(cfg, tokenizer)
+    return rendered_examples(data.dataset), data.counts, cfg
 
 
 def budget_batch(stream: list[Example], start: int, sequences: int, capacity: int) -> int:

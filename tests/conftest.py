@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# Rendered training rows are cached per data + tokenizer + settings (alignx.data.dataset): tests use a cache of their
+# own, removed at exit (subprocesses the tests start inherit it).
+os.environ["ALIGNX_DATA_CACHE"] = tempfile.mkdtemp(prefix="alignx-test-data-")
+atexit.register(shutil.rmtree, os.environ["ALIGNX_DATA_CACHE"], True)
 
 SENTENCES = [
     ("The cat sleeps on the warm sofa.", "Die Katze schläft auf dem warmen Sofa.", "de"),

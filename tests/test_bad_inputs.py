@@ -60,13 +60,13 @@ def world(tmp_path_factory, one_thread) -> dict[str, Path]:
     _write(d / "klingon.jsonl", _jsonl({**ROW, "tgt_lang": "klingon"}))
     _write(d / "empty_text.jsonl", _jsonl({**ROW, "tgt": "   "}))
     _write(d / "cols.tsv", "Hello\tHallo\ten\n")
-    _write(d / "pairs.csv", "Hello,Hallo,en,de\n")
+    _write(d / "pairs.xlsx", "Hello,Hallo,en,de\n")
     _write(d / "moses.de-en.en", "one\ntwo\nthree\n")
     _write(d / "moses.de-en.de", "eins\nzwei\n")
     _write(d / "utf.de-en.en", "one\ntwo\n")
     _write(d / "utf.de-en.de", b"eins\nzw\xc3ei\n")
     _write(d / "chat.jsonl", _jsonl({"messages": [{"role": "user", "content": "Hi"}]}))
-    _write(d / "neither.jsonl", _jsonl({"prompt": "Hi", "completion": "Hello"}))
+    _write(d / "neither.jsonl", _jsonl({"question": "Hi", "answer": "Hello"}))
     _write(d / "mc_bad.jsonl", _jsonl({"lang": "de", "question": "Q?", "choices": ["a", "b"], "label": 5}))
     _write(d / "bench" / "xnli" / "de" / "validation.jsonl", _jsonl({"premise": "A man.", "label": 0}))
     _write(d / "pipeline.yaml", "stage1:\n  loss: [unclosed\n")
@@ -121,11 +121,11 @@ CASES = [
     ("language-code", [*TRAIN, "data.parallel=[{d}/klingon.jsonl]"], 2, r"klingon\.jsonl:1: unknown language code 'klingon'"),
     ("empty-text", [*TRAIN, "data.parallel=[{d}/empty_text.jsonl]"], 2, r"empty_text\.jsonl:1: empty source or target text"),
     ("tsv-columns", [*TRAIN, "data.parallel=[{d}/cols.tsv]"], 2, r"cols\.tsv:1: expected 4 tab-separated columns"),
-    ("format", [*TRAIN, "data.parallel=[{d}/pairs.csv]"], 2, r"pairs\.csv: unknown parallel format '\.csv'"),
+    ("format", [*TRAIN, "data.parallel=[{d}/pairs.xlsx]"], 2, r"pairs\.xlsx: unknown data format '\.xlsx'; use \.jsonl"),
     ("moses-lines", [*TRAIN, "data.parallel=[{d}/moses.de-en]"], 2, r"moses\.de-en\.en:3: moses\.de-en\.de has 2 lines but moses\.de-en\.en has 3"),
     ("moses-utf8", [*TRAIN, "data.parallel=[{d}/utf.de-en]"], 2, r"utf\.de-en\.de:2: invalid UTF-8"),
     ("chat-last-turn", [*TRAIN, "stage=2", "data.parallel=[]", "data.instructions=[{d}/chat.jsonl]"], 2, r"chat\.jsonl:1: the last message must be the assistant's answer"),
-    ("instruction-fields", [*TRAIN, "stage=2", "data.instructions=[{d}/neither.jsonl]"], 2, r"neither\.jsonl:1: expected Alpaca fields instruction/output"),
+    ("instruction-fields", [*TRAIN, "stage=2", "data.instructions=[{d}/neither.jsonl]"], 2, r"neither\.jsonl:1: expected instruction rows as .messages., ShareGPT .conversations."),
     ("no-data", [*TRAIN, "data.parallel=[]"], 2, r"stage 1 has no training rows: give data\.parallel"),
     ("all-rows-too-long", [*TRAIN, "data.max_length=4"], 2, r"stage 1 has no training rows.*24 too long.*check data\.max_length"),
     # ---- settings ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import torch
 
 import reference_alignx as ref
 from alignx.config import TrainConfig, load_config, to_dict
+from alignx.data.dataset import examples as data_examples
 from alignx.data.render import Collator
 from alignx.model.alignx_model import AlignXModel
 from alignx.pipeline import PipelineConfig
@@ -112,8 +113,7 @@ def _tiny_llama(vocab: int):
 def test_stage1_spans_and_losses_equal_the_reference(tmp_path, autocast):
     tokenizer = make_sentencepiece_tokenizer()
     cfg = _preset("stage1.yaml", f"data.parallel=[{_rows_file(tmp_path)}]", "data.both_directions=false")
-    dataset, _ = stage.build_dataset(cfg, tokenizer)
-    examples = dataset.examples
+    examples = data_examples(stage.build_dataset(cfg, tokenizer).dataset)
 
     # rows and spans: the reference's prefix-length src_tgt_index
     ref_rows = [ref.tokenize_row(tokenizer, ref.instruction(a, b), x, y) for x, y, a, b in ROWS]
@@ -159,7 +159,7 @@ def test_stage2_rows_equal_the_reference(tmp_path):
     inst.write_text(json.dumps({"instruction": "Name a fruit.", "input": "", "output": "Apple."}) + "\n"
                     + json.dumps({"instruction": "Translate.", "input": "Katze", "output": "Cat", "lang": "de"}) + "\n")
     cfg = _preset("stage2.yaml", f"data.instructions=[{inst}]", "data.translation_in_sft=false")
-    examples = stage.build_dataset(cfg, tokenizer)[0].examples
+    examples = data_examples(stage.build_dataset(cfg, tokenizer).dataset)
     expected = [
         ref.PROMPT_NO_INPUT.replace("{instruction}", "Name a fruit.") + "Apple.",
         ref.PROMPT_INPUT.replace("{instruction}", "Translate.").replace("{input}", "Katze") + "Cat",

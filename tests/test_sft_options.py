@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignx.config import ConfigError, ModelConfig, TrainConfig, load_config
+from alignx.data.dataset import examples as data_examples
 from alignx.data.readers import Instruction
 from alignx.data.render import render_instruction
 from alignx.model import load as mload
@@ -162,10 +163,10 @@ def test_chat_template_override_is_used_and_saved(tmp_path, one_thread):
     ])  # fmt: skip
     tok = mload.load_tokenizer(cfg.model, chat_template=cfg.data.chat_template)
     assert tok.chat_template == OVERRIDE
-    dataset, _ = stage.build_dataset(cfg, tok)
-    text = tok.decode(dataset.examples[0].input_ids)
+    first = data_examples(stage.build_dataset(cfg, tok).dataset)[0]
+    text = tok.decode(first.input_ids)
     assert text.startswith("[USER] Where is the train station?\n[ASSISTANT] Wo ist der Bahnhof?\n[USER]")
-    answers = tok.decode([t for t in dataset.examples[0].labels if t != IGNORE_INDEX])
+    answers = tok.decode([t for t in first.labels if t != IGNORE_INDEX])
     assert "Wo ist der Bahnhof?" in answers and "Tasse Tee." in answers and "train station" not in answers
     summary = stage.main(cfg)
     assert AutoTokenizer.from_pretrained(summary["final_model"]).chat_template == OVERRIDE  # final/ keeps the template it trained with

@@ -185,12 +185,12 @@ def test_group_by_length_draws_micro_batches_of_similar_length(tmp_path, tiny_ll
     cfg = _cfg(tiny_llama_dir, tmp_path / "g", f"data.parallel=[{pairs_file}]", f"optim.group_by_length={grouped}",
                "data.template=alpaca", "optim.batch_size=1")
     tokenizer = mload.load_tokenizer(cfg.model)
-    dataset, _ = stage.build_dataset(cfg, tokenizer)
+    dataset = stage.build_dataset(cfg, tokenizer).dataset
     trainer = Trainer(model=torch.nn.Linear(1, 1), args=stage.training_arguments(cfg), train_dataset=dataset,
                       data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer)
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler) == grouped
     lengths = [int(n) for batch in trainer.get_train_dataloader() for n in batch["attention_mask"].sum(1)]
-    assert sorted(lengths) == sorted(len(e.input_ids) for e in dataset.examples)  # every row once
+    assert sorted(lengths) == sorted(dataset["length"])  # every row once
     # HF sorts mega-batches (here 24 rows // 4 = 6 rows each) longest first; only the first row of one
     # mega-batch moves (the longest row of all goes to the front)
     blocks = [lengths[i + 1 : i + 6] for i in range(0, 24, 6)]

@@ -211,8 +211,16 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    parallel: list[str] = opt([], "stage 1 / translation-instruction files: .jsonl {src,tgt,src_lang,tgt_lang}, .tsv, or Moses 'prefix.src-tgt'")
-    instructions: list[str] = opt([], "stage 2 instruction files: .jsonl Alpaca {instruction,input,output} or chat {messages}")
+    parallel: list[str] = opt(
+        [],
+        "stage 1 / translation-instruction sources: .jsonl/.json/.parquet/.csv/.tsv files of {src,tgt,src_lang,tgt_lang} or HF "
+        "{translation: {de: .., en: ..}} rows, a Moses prefix 'corpus.de-en', or a hub dataset hf:NAME[@CONFIG][:SPLIT]",
+    )
+    instructions: list[str] = opt(
+        [],
+        "stage 2 instruction sources (files or hf:NAME[@CONFIG][:SPLIT]): rows as chat 'messages', ShareGPT 'conversations', "
+        "'prompt'/'completion', or Alpaca instruction/input/output (+ system, history)",
+    )
     translation_in_sft: bool = opt(True, "stage 2: also train on the parallel files rendered as translation instructions")
     template: str = opt(
         "Translate the following sentence from {src_name} to {tgt_name}. // Input: {src} // Output: ",
@@ -256,8 +264,18 @@ class DataConfig:
         "assistant_only_loss); user and system turns carry none unless loss.ntp_on_prompt=true",
     )
     seed: int = opt(0, "shuffle seed")
+    num_proc: int | None = opt(
+        None, "processes that render the rows (datasets.Dataset.map num_proc); none: 1 below 20,000 rows, else one per core (at most 8)"
+    )
+    cache_dir: str | None = opt(
+        None,
+        "where rendered rows are cached (Arrow, memory-mapped; one directory per data + tokenizer + rendering settings); "
+        "none: $ALIGNX_DATA_CACHE, else $ALIGNX_CACHE/data (~/.cache/alignx/data)",
+    )
 
     def __post_init__(self) -> None:
+        if self.num_proc is not None and self.num_proc < 1:
+            raise ConfigError(f"data.num_proc must be >= 1 (or none), got {self.num_proc}")
         if self.on_bad_row not in ("error", "skip"):
             raise ConfigError(f"data.on_bad_row must be 'error' or 'skip', got {self.on_bad_row!r}")
         if self.max_length < 2:
@@ -596,6 +614,7 @@ _TRAIN_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 # other values of these is still the same run.
 RUN_CONTROL = ("resume", "overwrite_output_dir")
 OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit",
+               "data.num_proc", "data.cache_dir",
                *(f"trainer.{name}" for name in HF_OPERATIONAL))
 
 # Settings added after runs were first recorded, with the value that does what alignx did before each existed: a

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from alignx.config import ConfigError
-from alignx.data.render import Example
+from alignx.data.render import Example, as_example
 from alignx.objectives.ntp import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class PackingCollator:
         self.multiple = pad_to_multiple_of
 
     def __call__(self, batch: list[Example | dict[str, Any]]) -> dict[str, torch.Tensor]:
-        rows = [e if isinstance(e, Example) else Example(**e) for e in batch]
+        rows = [e if isinstance(e, Example) else as_example(e) for e in batch]
         if not all(e.x_span is not None and e.y_span is not None for e in rows):
             raise ValueError("data.packing: every row needs x and y spans (stage-1 translation rows)")
         bins = pack_rows([len(e.input_ids) for e in rows], self.capacity)

@@ -1,27 +1,41 @@
-"""Readers for parallel text and instruction data, with errors that name file:line.
+"""Readers for parallel text and instruction data, with errors that name file:line (or file:row N).
 
-Parallel formats
-- ``.jsonl``: ``{"src", "tgt", "src_lang", "tgt_lang"}`` per line.
-- ``.tsv``: ``src<TAB>tgt<TAB>src_lang<TAB>tgt_lang`` per line, or a header line naming the columns
-  (``src tgt src_lang tgt_lang`` in any order).
-- Moses / OPUS style: a path prefix ``corpus.de-en`` (or ``opus.de-en-train``) whose two files
+A source is a local file or a hub dataset ``hf:NAME[@CONFIG][:SPLIT]`` (split ``train`` when left out;
+loaded with :func:`datasets.load_dataset`, so it needs the network or a populated HF cache).
+Files by suffix:
+- ``.jsonl``: one JSON object per line; ``.json``: a JSON array of objects, or JSON lines;
+- ``.parquet``: rows of a Parquet file (``file:row N`` in errors);
+- ``.csv`` / ``.tsv``: a header line naming the columns (a parallel ``.tsv`` may also have no header:
+  ``src<TAB>tgt<TAB>src_lang<TAB>tgt_lang``); ``.tsv`` cells are split at tabs, ``.csv`` follows RFC 4180 quoting;
+- Moses / OPUS style (parallel only): a path prefix ``corpus.de-en`` (or ``opus.de-en-train``) whose two files
   ``<prefix>.de`` and ``<prefix>.en`` hold aligned lines.
-Instruction formats (``.jsonl``)
-- Alpaca: ``{"instruction", "input" (optional), "output", "lang" (optional)}``.
-- Chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}``.
 
-Every file is UTF-8 and split into lines at ``\n`` only, as the Moses/OPUS tools do (Python's
+Row formats, recognised per row by their fields
+- Parallel: alignx pairs ``{"src", "tgt", "src_lang", "tgt_lang"}``; HF ``translation`` rows
+  ``{"translation": {"de": ..., "en": ...}}`` (OPUS-100, WMT, FLORES+ layout; the first language is the source).
+- Instructions (an optional ``lang`` field names the language of any of them):
+  ``messages`` ``[{"role": "system"|"user"|"assistant", "content"}]``;
+  ShareGPT ``conversations`` ``[{"from": "system"|"human"|"gpt", "value"}]`` (``user``/``assistant`` also
+  accepted) with an optional top-level ``system``;
+  ``prompt`` / ``completion``, both strings or both lists of messages (TRL's conversational form);
+  Alpaca ``{"instruction", "input" (optional), "output", "system" (optional), "history" (optional,
+  ``[[query, answer], ...]``)}``, LLaMA-Factory's alpaca layout.
+  The last turn must be the assistant's answer.
+
+Every text file is UTF-8 and split into lines at ``\n`` only, as the Moses/OPUS tools do (Python's
 ``str.splitlines`` would also split at U+2028, U+0085, form feeds... inside a sentence and shift the
 alignment of two Moses files); a trailing ``\r`` is dropped. Invalid UTF-8 is an error naming file:line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -143,119 +157,337 @@ def _check_pair(src: Any, tgt: Any, where: str) -> tuple[str, str]:
     return src, tgt
 
 
-def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> list[Pair]:
-    """Read a parallel file (format from the name, see module docstring).
+HUB_PREFIX = "hf:"
+PAIR_FIELDS = ("src", "tgt", "src_lang", "tgt_lang")
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
-    ``on_bad_row='error'`` raises :class:`DataError` at the first bad row; ``'skip'`` skips it and
-    counts the reason in ``stats``.
-    """
-    path = Path(path)
+
+def parse_hub_spec(spec: str) -> tuple[str, str | None, str]:
+    """(name, config, split) of ``hf:NAME[@CONFIG][:SPLIT]``; a ConfigError-like DataError for a malformed one."""
+    body = spec[len(HUB_PREFIX):]
+    body, _, split = body.partition(":")
+    name, _, config = body.partition("@")
+    if not name or (config == "" and "@" in body) or (split == "" and ":" in spec[len(HUB_PREFIX):]):
+        raise DataError(f"{spec}: a hub dataset is hf:NAME[@CONFIG][:SPLIT], e.g. hf:Helsinki-NLP/opus-100@de-en:train")
+    return name, config or None, split or "train"
+
+
+def load_hub(spec: str) -> Any:
+    """The :class:`datasets.Dataset` of a hub spec (see :func:`parse_hub_spec`)."""
+    import datasets
+
+    name, config, split = parse_hub_spec(spec)
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # noqa: BLE001 - connection, missing config or split: one line that says which
+        raise DataError(f"{spec}: cannot load the hub dataset ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                        "check the name, config and split, and that the network or the HF cache has it") from None
+
+
+def _json_array(path: Path) -> Iterator[tuple[str, Any]]:
+    """(file:line, element) of a JSON array file, each element with the line it starts on."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {col}); convert the file to UTF-8") from None
+    dec = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    i, line, counted = ws.match(text, text.index("[") + 1).end(), 1, 0
+    while i < len(text) and text[i] != "]":
+        line += text.count("\n", counted, i)
+        counted = i
+        try:
+            obj, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield f"{path}:{line}", obj
+        i = ws.match(text, i).end()
+        if i < len(text) and text[i] == ",":
+            i = ws.match(text, i + 1).end()
+        elif i >= len(text) or text[i] != "]":
+            at = text.count("\n", 0, i) + 1
+            raise DataError(f"{path}:{at}: invalid JSON (expected ',' or ']' between array elements)")
+
+
+def _table_rows(path: Path, delimiter: str, header: tuple[str, ...] | None) -> Iterator[tuple[str, Any]]:
+    """(file:line, row dict) of a CSV / TSV file with a header line; ``header`` (a parallel .tsv) is the column
+    order of a file without one, recognised when the first line is not a permutation of it."""
+
+    lines = iter_lines(path)
+    if delimiter == "\t":  # cells split at tabs only (no quoting), as the Moses/OPUS tools write them
+        rows: Iterator[tuple[int, list[str]]] = ((i, line.split("\t")) for i, line in lines if line.strip())
+    else:
+        rows = (r for r in _csv_rows(path, lines) if any(c.strip() for c in r[1]))
+    columns: list[str] | None = None
+    for i, cells in rows:
+        where = f"{path}:{i}"
+        if columns is None:
+            if header is not None and set(cells) != set(header):
+                columns = list(header)
+            else:
+                columns = [c.strip() for c in cells]
+                if len(set(columns)) != len(columns) or not all(columns):
+                    raise DataError(f"{where}: the header line must name each column once ({', '.join(columns)})")
+                continue
+        if len(cells) != len(columns):
+            yield where, DataError(f"{where}: expected {len(columns)} {'tab-separated' if delimiter == chr(9) else 'comma-separated'} "
+                                   f"columns ({', '.join(columns)}), got {len(cells)}")
+            continue
+        yield where, dict(zip(columns, cells, strict=True))
+
+
+def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, cells) of RFC 4180 CSV over numbered lines (a quoted cell may span lines)."""
+    import csv
+
+    last = 0
+
+    def text() -> Iterator[str]:
+        nonlocal last
+        for last, line in lines:  # noqa: B007 - `last` is read by the loop below
+            yield line + "\n"
+
+    reader = csv.reader(text())
+    start = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"{path}:{last}: invalid CSV ({e})") from None
+        yield start, cells
+        start = last + 1
+
+
+def records(source: str | Path, header: tuple[str, ...] | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each row of a file or hub dataset; ``where`` is ``file:line`` (``file:row N`` for Parquet and
+    hub rows). A row that cannot be read as a mapping comes as a DataError in place of the row, so the caller can
+    skip it (``data.on_bad_row=skip``) or raise it; errors that stop the file are raised."""
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        for n, row in enumerate(load_hub(source), 1):
+            yield f"{source}:row {n}", row
+        return
+    path = check_data_file(source)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield f"{path}:row {n}", row
+    elif suffix in (".csv", ".tsv"):
+        yield from _table_rows(path, "\t" if suffix == ".tsv" else ",", header)
+    elif suffix == ".json" and _first_char(path) == "[":
+        yield from _json_array(path)
+    elif suffix in (".jsonl", ".json"):
+        for i, line in iter_lines(path):
+            if line.strip():
+                where = f"{path}:{i}"
+                try:
+                    yield where, json_object(line, where)
+                except DataError as e:
+                    yield where, e
+    else:
+        raise DataError(f"{path}: unknown data format {suffix!r}; use {', '.join(FILE_SUFFIXES)}, a Moses prefix or hf:NAME")
+
+
+def _first_char(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    return head[:1]
+
+
+def check_source(source: str | Path) -> None:
+    """A DataError unless ``source`` is a well-formed hub spec, a Moses prefix, or a non-empty file of a known format."""
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        parse_hub_spec(source)
+        return
+    path = Path(source)
+    if not path.exists() and moses_files(path) is not None:
+        return
+    check_data_file(path)
+    if path.suffix.lower() not in FILE_SUFFIXES:
+        raise DataError(f"{path}: unknown data format {path.suffix.lower()!r}; use {', '.join(FILE_SUFFIXES)}, a Moses prefix or hf:NAME")
+
+
+def source_identity(source: str | Path) -> str:
+    """What a data source holds, for a cache key: a digest of the file's bytes (both files of a Moses prefix; hashing
+    runs at about 1 GB/s, and a digest, unlike a modification time, misses no rewrite), or a hub dataset's spec and
+    the fingerprint of its loaded data."""
+    if isinstance(source, str) and source.startswith(HUB_PREFIX):
+        return f"{source}|{load_hub(source)._fingerprint}"
+    path = Path(source)
+    files = [path] if path.exists() else list(moses_files(path) or (path,))[:2]
+    parts = []
+    for f in files:
+        with Path(f).open("rb") as fh:
+            parts.append(f"{Path(f).name}|{hashlib.file_digest(fh, 'blake2b').hexdigest()[:32]}")
+    return ";".join(parts)
+
+
+def pair_from_row(row: Any, where: str) -> Pair:
+    """A parallel row (an alignx pair or an HF ``translation`` row) as a :class:`Pair`, or a DataError."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    if "translation" in row:
+        tr = row["translation"]
+        if not isinstance(tr, dict):
+            raise DataError(f"{where}: 'translation' must map two language codes to their sentences")
+        tr = {k: v for k, v in tr.items() if v is not None}  # Arrow structs of a multi-pair dataset fill absent languages with null
+        if len(tr) != 2:
+            raise DataError(f"{where}: a 'translation' row needs exactly two languages, got {len(tr)} ({', '.join(tr) or 'none'})")
+        (a, sa), (b, sb) = tr.items()
+        s, t = _check_pair(sa, sb, where)
+        return Pair(s, t, _lang(a, where), _lang(b, where))
+    missing = [k for k in PAIR_FIELDS if k not in row]
+    if missing:
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)} (or give a 'translation' row)")
+    s, t = _check_pair(row["src"], row["tgt"], where)
+    return Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where))
+
+
+def _messages(turns: Any, where: str, role_key: str, text_key: str, roles: dict[str, str], field: str) -> list[dict[str, str]]:
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: '{field}' must be a non-empty list")
+    out = []
+    for m in turns:
+        if not isinstance(m, dict) or m.get(role_key) not in roles or not isinstance(m.get(text_key), str):
+            raise DataError(f"{where}: each message of '{field}' needs {role_key} {'|'.join(dict.fromkeys(roles))} and string {text_key}")
+        out.append({"role": roles[m[role_key]], "content": m[text_key]})
+    return out
+
+
+_CHAT_ROLES = {r: r for r in ("system", "user", "assistant")}
+
+
+def instruction_from_row(row: Any, where: str) -> Instruction:
+    """An instruction row in any supported format (see module docstring) as an :class:`Instruction`, or a DataError."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    lang = _lang(row["lang"], where) if row.get("lang") else None
+    alpaca = None
+    if row.get("messages") is not None:
+        msgs = _messages(row["messages"], where, "role", "content", _CHAT_ROLES, "messages")
+    elif row.get("conversations") is not None:
+        msgs = _messages(row["conversations"], where, "from", "value", _SHAREGPT_ROLES, "conversations")
+        system = row.get("system")
+        if isinstance(system, str) and system.strip() and msgs[0]["role"] != "system":
+            msgs.insert(0, {"role": "system", "content": system})
+    elif "prompt" in row and "completion" in row:
+        prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            if not prompt.strip() or not completion.strip():
+                raise DataError(f"{where}: empty prompt or completion")
+            msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        elif isinstance(prompt, list) and isinstance(completion, list):
+            msgs = _messages(prompt + completion, where, "role", "content", _CHAT_ROLES, "prompt + completion")
+        else:
+            raise DataError(f"{where}: 'prompt' and 'completion' must both be strings or both lists of messages")
+    elif "instruction" in row and "output" in row:
+        inst, inp, out = row["instruction"], row.get("input") or "", row["output"]
+        if not all(isinstance(v, str) for v in (inst, inp, out)):
+            raise DataError(f"{where}: instruction, input and output must be strings")
+        if not inst.strip() or not out.strip():
+            raise DataError(f"{where}: empty instruction or output")
+        system, history = row.get("system") or "", row.get("history") or []
+        if not isinstance(system, str):
+            raise DataError(f"{where}: 'system' must be a string")
+        if not isinstance(history, list) or not all(
+            isinstance(h, list | tuple) and len(h) == 2 and all(isinstance(t, str) for t in h) for h in history
+        ):
+            raise DataError(f"{where}: 'history' must be a list of [query, answer] string pairs")
+        msgs = [{"role": "system", "content": system.strip()}] if system.strip() else []
+        for query, answer in history:
+            msgs += [{"role": "user", "content": query.strip()}, {"role": "assistant", "content": answer.strip()}]
+        user = inst.strip() + ("\n\n" + inp.strip() if inp.strip() else "")
+        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": out.strip()}]
+        if len(msgs) == 2:  # a plain Alpaca row: the Alpaca-LoRA prompt renders it exactly
+            alpaca = (inst.strip(), inp.strip())
+    else:
+        raise DataError(f"{where}: expected instruction rows as 'messages', ShareGPT 'conversations', 'prompt'/'completion' "
+                        "or Alpaca 'instruction'/'output'")
+    if msgs[-1]["role"] != "assistant":
+        raise DataError(f"{where}: the last message must be the assistant's answer")
+    return Instruction(msgs, lang, alpaca)
+
+
+def iter_parallel(source: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> Iterator[Pair]:
+    """The pairs of a parallel source (see module docstring), in order. ``on_bad_row='error'`` raises
+    :class:`DataError` at the first bad row; ``'skip'`` skips it and counts the reason in ``stats``."""
+    stats = stats if stats is not None else ReadStats()
+    if not (isinstance(source, str) and source.startswith(HUB_PREFIX)) and not Path(source).exists():
+        yield from _moses_pairs(Path(source), on_bad_row, stats)
+        return
+    if not (isinstance(source, str) and source.startswith(HUB_PREFIX)):
+        check_data_file(source)
+    for where, row in records(source, header=PAIR_FIELDS):
+        stats.read += 1
+        try:
+            if isinstance(row, DataError):
+                raise row
+            yield pair_from_row(row, where)
+        except DataError as e:
+            stats.reject(e, on_bad_row)
+
+
+def _moses_pairs(path: Path, on_bad_row: str, stats: ReadStats) -> Iterator[Pair]:
+    moses = moses_files(path)
+    if moses is None:
+        raise DataError(f"{path}: no such file (nor Moses-style pair {path}.<a> / {path}.<b>)")
+    fa, fb, a, b = moses
+    la, lb = _lang(a, str(fa)), _lang(b, str(fb))
+    n_a = n_b = 0
+    for line_a, line_b in zip_longest(iter_lines(fa), iter_lines(fb)):
+        n_a, n_b = n_a + (line_a is not None), n_b + (line_b is not None)
+        if line_a is None or line_b is None:
+            continue  # counted; reported once both files are read
+        i, x = line_a
+        stats.read += 1
+        try:
+            s, t = _check_pair(x, line_b[1], f"{fa}:{i}")
+            yield Pair(s, t, la, lb)
+        except DataError as e:
+            stats.reject(e, on_bad_row)
+    if n_a != n_b:
+        raise DataError(f"{fb}:{min(n_a, n_b) + 1}: {fa.name} has {n_a} lines but {fb.name} has {n_b}")
+
+
+def iter_instructions(source: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> Iterator[Instruction]:
+    """The rows of an instruction source in any supported format (see module docstring), in order."""
+    stats = stats if stats is not None else ReadStats()
+    for where, row in records(source):
+        stats.read += 1
+        try:
+            if isinstance(row, DataError):
+                raise row
+            yield instruction_from_row(row, where)
+        except DataError as e:
+            stats.reject(e, on_bad_row)
+
+
+def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> list[Pair]:
+    """All pairs of a parallel source (:func:`iter_parallel`); a DataError when it holds no rows at all."""
     stats = stats if stats is not None else ReadStats()
     before = stats.read
-    pairs: list[Pair] = []
-
-    if not path.exists():
-        moses = moses_files(path)
-        if moses is None:
-            raise DataError(f"{path}: no such file (nor Moses-style pair {path}.<a> / {path}.<b>)")
-        fa, fb, a, b = moses
-        la, lb = _lang(a, str(fa)), _lang(b, str(fb))
-        lines_a, lines_b = read_lines(fa), read_lines(fb)
-        if len(lines_a) != len(lines_b):
-            raise DataError(f"{fb}:{min(len(lines_a), len(lines_b)) + 1}: {fa.name} has {len(lines_a)} lines but {fb.name} has {len(lines_b)}")
-        for i, (x, y) in enumerate(zip(lines_a, lines_b, strict=True), 1):
-            stats.read += 1
-            try:
-                s, t = _check_pair(x, y, f"{fa}:{i}")
-                pairs.append(Pair(s, t, la, lb))
-            except DataError as e:
-                stats.reject(e, on_bad_row)
-        return _nonempty(pairs, stats, before, fa)
-
-    check_data_file(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".tsv"):
-        raise DataError(f"{path}: unknown parallel format {suffix!r} (use .jsonl, .tsv or a Moses prefix)")
-    lines = iter_lines(path)
-    if suffix in (".jsonl", ".json"):
-        for i, line in lines:
-            if not line.strip():
-                continue
-            stats.read += 1
-            where = f"{path}:{i}"
-            try:
-                row = json_object(line, where)
-                missing = [k for k in ("src", "tgt", "src_lang", "tgt_lang") if k not in row]
-                if missing:
-                    raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
-                s, t = _check_pair(row["src"], row["tgt"], where)
-                pairs.append(Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where)))
-            except DataError as e:
-                stats.reject(e, on_bad_row)
-    elif suffix == ".tsv":
-        columns = ["src", "tgt", "src_lang", "tgt_lang"]
-        for i, line in lines:
-            if not line.strip():
-                continue
-            cells = line.split("\t")
-            if i == 1 and set(cells) == set(columns):
-                columns = cells
-                continue
-            stats.read += 1
-            where = f"{path}:{i}"
-            try:
-                if len(cells) != 4:
-                    raise DataError(f"{where}: expected 4 tab-separated columns (src, tgt, src_lang, tgt_lang), got {len(cells)}")
-                row = dict(zip(columns, cells, strict=True))
-                s, t = _check_pair(row["src"], row["tgt"], where)
-                pairs.append(Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where)))
-            except DataError as e:
-                stats.reject(e, on_bad_row)
-    return _nonempty(pairs, stats, before, path)
+    return _nonempty(list(iter_parallel(path, on_bad_row, stats)), stats, before, path)
 
 
 def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> list[Instruction]:
-    """Read Alpaca-style or chat-style instruction JSONL (see module docstring)."""
-    path = Path(path)
+    """All rows of an instruction source (:func:`iter_instructions`); a DataError when it holds no rows at all."""
     stats = stats if stats is not None else ReadStats()
     before = stats.read
-    rows: list[Instruction] = []
-    for i, line in iter_lines(path):
-        if not line.strip():
-            continue
-        stats.read += 1
-        where = f"{path}:{i}"
-        try:
-            row = json_object(line, where)
-            lang = _lang(row["lang"], where) if row.get("lang") else None
-            if "messages" in row:
-                msgs = row["messages"]
-                if not isinstance(msgs, list) or not msgs:
-                    raise DataError(f"{where}: 'messages' must be a non-empty list")
-                for m in msgs:
-                    if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(m.get("content"), str):
-                        raise DataError(f"{where}: each message needs role system|user|assistant and string content")
-                if msgs[-1]["role"] != "assistant":
-                    raise DataError(f"{where}: the last message must be the assistant's answer")
-                rows.append(Instruction([{"role": m["role"], "content": m["content"]} for m in msgs], lang))
-            elif "instruction" in row and "output" in row:
-                inst, inp, out = row["instruction"], row.get("input") or "", row["output"]
-                if not all(isinstance(v, str) for v in (inst, inp, out)):
-                    raise DataError(f"{where}: instruction, input and output must be strings")
-                if not inst.strip() or not out.strip():
-                    raise DataError(f"{where}: empty instruction or output")
-                user = inst.strip() + ("\n\n" + inp.strip() if inp.strip() else "")
-                turns = [{"role": "user", "content": user}, {"role": "assistant", "content": out.strip()}]
-                rows.append(Instruction(turns, lang, (inst.strip(), inp.strip())))
-            else:
-                raise DataError(f"{where}: expected Alpaca fields instruction/output or chat 'messages'")
-        except DataError as e:
-            stats.reject(e, on_bad_row)
-    return _nonempty(rows, stats, before, path)
+    return _nonempty(list(iter_instructions(path, on_bad_row, stats)), stats, before, path)
 
 
-def _nonempty(rows: list, stats: ReadStats, before: int, path: Path) -> list:
-    """``rows``, or a DataError when the file held no rows at all (only blank lines)."""
+def _nonempty(rows: list, stats: ReadStats, before: int, path: str | Path) -> list:
+    """``rows``, or a DataError when the source held no rows at all (only blank lines)."""
     if stats.read == before:
         raise DataError(f"{path}: no rows (only blank lines); give a file with rows")
     return rows

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,49 @@ class Example:
     y_span: tuple[int, int] | None = None  # token offsets of the target sentence, final EOS excluded
     src_lang: int = -1
     tgt_lang: int = -1
+
+
+DIGEST_COLUMNS = ("input_ids", "labels", "x_span", "y_span", "src_lang", "tgt_lang")
+
+
+class RowDigest:
+    """Digest of rendered rows (ids, labels, spans, languages) in order, fed in batches of any size: per column, one
+    stream of its list lengths (-1 for none) and one of its values, int64 little-endian; the digest hashes the streams'
+    digests in :data:`DIGEST_COLUMNS` order. :func:`data_digest` feeds it :class:`Example` rows,
+    :func:`alignx.data.dataset.build` Arrow record batches; both give the same digest for the same rows."""
+
+    def __init__(self) -> None:
+        self.streams = {(name, part): hashlib.blake2b(digest_size=16) for name in DIGEST_COLUMNS for part in ("lengths", "values")}
+
+    def update(self, name: str, lengths: Any, values: Any) -> None:
+        """Add rows of one column: ``lengths`` (None for a scalar column) and the flat ``values``, as numpy arrays."""
+        import numpy as np
+
+        if lengths is not None:
+            self.streams[name, "lengths"].update(np.ascontiguousarray(lengths, dtype="<i8").tobytes())
+        self.streams[name, "values"].update(np.ascontiguousarray(values, dtype="<i8").tobytes())
+
+    def hexdigest(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for key in sorted(self.streams, key=lambda k: (DIGEST_COLUMNS.index(k[0]), k[1])):
+            h.update(self.streams[key].digest())
+        return h.hexdigest()
+
+
+def data_digest(examples: Iterable[Example]) -> str:
+    """:class:`RowDigest` of rendered rows."""
+    import numpy as np
+
+    rows = list(examples)
+    d = RowDigest()
+    for name in DIGEST_COLUMNS:
+        values = [getattr(e, name) for e in rows]
+        if name in ("src_lang", "tgt_lang"):
+            d.update(name, None, np.asarray(values, dtype=np.int64))
+        else:
+            lengths = np.asarray([len(v) if v is not None else -1 for v in values], dtype=np.int64)
+            d.update(name, lengths, np.fromiter((t for v in values if v is not None for t in v), dtype=np.int64))
+    return d.hexdigest()
 
 
 @dataclass
@@ -139,33 +184,136 @@ def render_translation(
     EOS included, and dropped only when no token of y is left (``truncate=True``, the reference). Drops
     are counted in ``stats``. Labels: every token (``loss_on_prompt``) or y and what follows it.
     """
+    return render_translations([pair], tokenizer, template, max_length, loss_on_prompt, stats, instruction=instruction, truncate=truncate)[0]
+
+
+def render_translations(
+    pairs: list[Pair],
+    tokenizer: Any,
+    template: str,
+    max_length: int,
+    loss_on_prompt: bool,
+    stats: RenderStats | None = None,
+    *,
+    instruction: str = TRANSLATION_INSTRUCTION,
+    truncate: bool = False,
+) -> list[Example | None]:
+    """:func:`render_translation` of many rows with one batched tokenizer call (the same ids and spans row by row)."""
+    rows = _render_translation_rows(pairs, tokenizer, template, max_length, loss_on_prompt, instruction=instruction, truncate=truncate)
+    return _count(rows, stats)
+
+
+def _count(rows: list[Example | str], stats: RenderStats | None) -> list[Example | None]:
+    """Rendered rows with each dropped one (its reason) as None, counted in ``stats``."""
+    out: list[Example | None] = []
+    for r in rows:
+        if isinstance(r, str):
+            _drop(stats, r)
+            out.append(None)
+        else:
+            if stats is not None:
+                stats.rendered += 1
+            out.append(r)
+    return out
+
+
+def _render_translation_rows(
+    pairs: list[Pair], tokenizer: Any, template: str, max_length: int, loss_on_prompt: bool, *, instruction: str, truncate: bool,
+) -> list[Example | str]:
+    """Rendered translation rows, a dropped one as the reason it was dropped."""
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("alignx needs a fast (Rust) tokenizer to locate the x/y token spans; give one with model.tokenizer")
-    text, (x_lo, x_hi), (y_lo, y_hi), add_special = translation_text(pair, tokenizer, template, instruction)
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
-    x_span = _token_span(offsets, x_lo, x_hi)
-    y_span = _token_span(offsets, y_lo, y_hi)
-    if x_span is None or y_span is None:
-        _drop(stats, "empty span")
-        return None
+    texts = [translation_text(p, tokenizer, template, instruction) for p in pairs]
+    encs = _encode(tokenizer, [(t[0], t[3]) for t in texts])
     eos = _eos(tokenizer)
+    out = []
+    for pair, (_, x_chars, y_chars, _), enc in zip(pairs, texts, encs, strict=True):
+        out.append(_finish_translation(enc, x_chars, y_chars, eos, max_length, loss_on_prompt, truncate,
+                                       lang_id(pair.src_lang), lang_id(pair.tgt_lang)))
+    return out
+
+
+class _Encoded:
+    """One tokenised text: ``ids``, and the tokens that overlap a character range (:meth:`span`).
+
+    From a Rust ``tokenizers.Encoding`` (``enc``), spans come from ``char_to_token`` at the range's ends, widened over
+    neighbours that also overlap (several byte-fallback tokens can share one character), so no offset list is built;
+    else (``offsets``) by scanning the offsets. Both give the tokens with ``start < end`` that overlap the range.
+    """
+
+    __slots__ = ("enc", "ids", "offsets")
+
+    def __init__(self, ids: list[int], enc: Any = None, offsets: list[tuple[int, int]] | None = None) -> None:
+        self.ids, self.enc, self.offsets = ids, enc, offsets
+
+    def span(self, lo: int, hi: int) -> tuple[int, int] | None:
+        if self.enc is None:
+            return _token_span(self.offsets, lo, hi)
+        enc, n = self.enc, len(self.ids)
+        first = next((t for c in range(lo, hi) if (t := enc.char_to_token(c)) is not None), None)
+        if first is None:
+            return None
+        last = next(t for c in range(hi - 1, lo - 1, -1) if (t := enc.char_to_token(c)) is not None)
+
+        def overlaps(i: int) -> bool:
+            chars = enc.token_to_chars(i)
+            return chars is not None and chars[1] > chars[0] and chars[0] < hi and chars[1] > lo
+
+        while first > 0 and overlaps(first - 1):
+            first -= 1
+        while last + 1 < n and overlaps(last + 1):
+            last += 1
+        return first, last + 1
+
+    def offset_list(self) -> list[tuple[int, int]]:
+        return self.offsets if self.offsets is not None else list(self.enc.offsets)
+
+
+def _encode(tokenizer: Any, texts: list[tuple[str, bool]]) -> list[_Encoded]:
+    """Each (text, add the special tokens?) tokenised, one batched tokenizer call per flag value.
+
+    The Rust tokenizer's ``encode_batch`` is called directly (transformers' wrapper costs as much again per row), when
+    it truncates and pads nothing and agrees with ``tokenizer(text)`` on the batch's first row; else the wrapper.
+    """
+    out: list[Any] = [None] * len(texts)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    for flag in {f for _, f in texts}:
+        idx = [i for i, (_, f) in enumerate(texts) if f == flag]
+        batch = [texts[i][0] for i in idx]
+        encs = None
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            raw = backend.encode_batch(batch, add_special_tokens=flag)
+            ref = tokenizer(batch[0], add_special_tokens=flag, return_offsets_mapping=True)
+            if raw[0].ids == list(ref["input_ids"]) and raw[0].offsets == [tuple(o) for o in ref["offset_mapping"]]:
+                encs = [_Encoded(e.ids, enc=e) for e in raw]
+        if encs is None:
+            enc = tokenizer(batch, add_special_tokens=flag, return_offsets_mapping=True)
+            encs = [_Encoded(list(ids), offsets=[tuple(o) for o in offs]) for ids, offs in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+        for i, e in zip(idx, encs, strict=True):
+            out[i] = e
+    return out
+
+
+def _finish_translation(
+    enc: _Encoded, x_chars: tuple[int, int], y_chars: tuple[int, int], eos: int,
+    max_length: int, loss_on_prompt: bool, truncate: bool, src_lang: int, tgt_lang: int,
+) -> Example | str:
+    x_span = enc.span(*x_chars)
+    y_span = enc.span(*y_chars)
+    if x_span is None or y_span is None:
+        return "empty span"
+    ids = enc.ids
     if ids[-1] != eos:  # a post-processor or the chat template may have written it already
         ids.append(eos)
     if len(ids) > max_length:
         if not truncate:
-            _drop(stats, "too long")
-            return None
+            return "too long"
         if y_span[0] >= max_length:
-            _drop(stats, "target truncated away")
-            return None
+            return "target truncated away"
         ids = ids[:max_length]
         y_span = (y_span[0], min(y_span[1], max_length))
     labels = list(ids) if loss_on_prompt else [IGNORE_INDEX] * y_span[0] + ids[y_span[0] :]
-    if stats is not None:
-        stats.rendered += 1
-    return Example(ids, labels, x_span, y_span, lang_id(pair.src_lang), lang_id(pair.tgt_lang))
+    return Example(ids, labels, x_span, y_span, src_lang, tgt_lang)
 
 
 def alpaca_prompt(row: Instruction) -> str:
@@ -233,40 +381,67 @@ def render_instruction(
     the answer's text. Rows longer than ``max_length`` are cut (as in the reference); a row is dropped only
     when the cut leaves it no label (its answers are cut away and the prompt carries no loss).
     """
+    return render_instructions([row], tokenizer, max_length, use_chat_template, stats, loss_on_prompt=loss_on_prompt, all_turns=all_turns)[0]
+
+
+def render_instructions(
+    rows: list[Instruction],
+    tokenizer: Any,
+    max_length: int,
+    use_chat_template: bool = True,
+    stats: RenderStats | None = None,
+    *,
+    loss_on_prompt: bool = False,
+    all_turns: bool = False,
+) -> list[Example | None]:
+    """:func:`render_instruction` of many rows with one batched tokenizer call (the same ids and labels row by row)."""
+    return _count(_render_instruction_rows(rows, tokenizer, max_length, use_chat_template, loss_on_prompt=loss_on_prompt,
+                                           all_turns=all_turns), stats)
+
+
+def _render_instruction_rows(
+    rows: list[Instruction], tokenizer: Any, max_length: int, use_chat_template: bool, *, loss_on_prompt: bool, all_turns: bool,
+) -> list[Example | str]:
+    """Rendered instruction rows, a dropped one as the reason it was dropped."""
+    texts = [_instruction_text(row, tokenizer, use_chat_template, all_turns) for row in rows]
+    encs = _encode(tokenizer, [(full, add_special) for full, _, _, add_special in texts])
+    eos = _eos(tokenizer)
+    return [_finish_instruction(enc.ids, enc.offset_list(), full, prompt_len, earlier, eos, max_length, loss_on_prompt)
+            for (full, prompt_len, earlier, _), enc in zip(texts, encs, strict=True)]
+
+
+def _instruction_text(row: Instruction, tokenizer: Any, use_chat_template: bool, all_turns: bool) -> tuple[str, int, list[tuple[int, int]], bool]:
+    """(the conversation's text, the length of its prompt, the character ranges of the earlier answers that carry the
+    loss, add the tokenizer's special tokens?)."""
     msgs = row.messages
-    earlier: list[tuple[int, int]] = []  # character ranges of the earlier answers that carry the loss
+    earlier: list[tuple[int, int]] = []
     if use_chat_template and getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(msgs[:-1], tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         if not full.startswith(prompt):  # unusual templates: answer appended verbatim
             full = prompt + msgs[-1]["content"]
-        add_special = False  # chat templates write their own BOS
         if all_turns:
             earlier = _chat_answers(tokenizer, msgs, full)
-    else:
-        prompt, answers = alpaca_turns(row)
-        full = prompt + msgs[-1]["content"]
-        add_special = True
-        if all_turns:
-            earlier = answers
-    enc = tokenizer(full, add_special_tokens=add_special, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    offsets = [tuple(o) for o in enc["offset_mapping"]]
-    eos = _eos(tokenizer)
+        return full, len(prompt), earlier, False  # chat templates write their own BOS
+    prompt, answers = alpaca_turns(row)
+    return prompt + msgs[-1]["content"], len(prompt), answers if all_turns else [], True
+
+
+def _finish_instruction(
+    ids: list[int], offsets: list[tuple[int, int]], full: str, prompt_len: int, earlier: list[tuple[int, int]], eos: int,
+    max_length: int, loss_on_prompt: bool,
+) -> Example | str:
     if not ids or ids[-1] != eos:
         ids.append(eos)
         offsets.append((len(full), len(full) + 1))
     # A token is an answer token when it ends after the prompt (trailing template tokens included).
-    first = next((i for i, (a, b) in enumerate(offsets) if b > len(prompt) or (a == b and a >= len(prompt))), len(ids))
+    first = next((i for i, (a, b) in enumerate(offsets) if b > prompt_len or (a == b and a >= prompt_len)), len(ids))
     # Earlier answers: the tokens that overlap their characters (a token straddling an edge counts).
     in_earlier = [b > a and any(a < hi and b > lo for lo, hi in earlier) for a, b in offsets]
     if not loss_on_prompt and first >= max_length and not any(in_earlier[:max_length]):
-        _drop(stats, "answer truncated away")
-        return None
+        return "answer truncated away"
     ids = ids[:max_length]
     labels = list(ids) if loss_on_prompt else [t if i >= first or in_earlier[i] else IGNORE_INDEX for i, t in enumerate(ids)]
-    if stats is not None:
-        stats.rendered += 1
     return Example(ids, labels)
 
 
@@ -285,6 +460,14 @@ class ExampleDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return dict(vars(self.examples[i]))
+
+
+def as_example(row: dict[str, Any]) -> Example:
+    """An :class:`Example` from a row dict (:class:`ExampleDataset`'s, or a rendered Arrow dataset's, whose spans are
+    lists and which has extra columns)."""
+    x, y = row.get("x_span"), row.get("y_span")
+    return Example(list(row["input_ids"]), list(row["labels"]), tuple(x) if x is not None else None,
+                   tuple(y) if y is not None else None, row.get("src_lang", -1), row.get("tgt_lang", -1))
 
 
 def both_directions(pairs: list[Pair]) -> list[Pair]:
@@ -311,7 +494,7 @@ class Collator:
         self.multiple = pad_to_multiple_of
 
     def __call__(self, batch: list[Example | dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = [e if isinstance(e, Example) else Example(**e) for e in batch]
+        batch = [e if isinstance(e, Example) else as_example(e) for e in batch]
         T = max(len(e.input_ids) for e in batch)
         if self.multiple:
             T = -(-T // self.multiple) * self.multiple

@@ -42,14 +42,6 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # --------------------------------------------------------------------------------------------
 
 
-def data_digest(examples: list[Any]) -> str:
-    """Digest of the rendered training rows (ids, labels, spans, languages), in order."""
-    h = hashlib.blake2b(digest_size=16)
-    for ex in examples:
-        h.update(repr(tuple(vars(ex).values())).encode())
-    return h.hexdigest()
-
-
 def model_digest(cfg: ModelConfig) -> str:
     """Digest of the starting model: for a local directory, its config and samples of every weight file
     (a retrained model at the same path differs; a copied one does not); else the hub id."""
@@ -71,11 +63,13 @@ def model_digest(cfg: ModelConfig) -> str:
     return h.hexdigest()
 
 
-def make_record(cfg: TrainConfig, examples: list[Any]) -> dict[str, Any]:
+def make_record(cfg: TrainConfig, data_digest: str) -> dict[str, Any]:
+    """The run's record: its settings, the digest of its rendered rows (:func:`alignx.data.render.data_digest`) and
+    of its starting model."""
     return {
         "kind": "alignx-run",
         "settings": run_settings(cfg),
-        "data": data_digest(examples),
+        "data": data_digest,
         "model": model_digest(cfg.model),
         "created": environment()["time"],
     }

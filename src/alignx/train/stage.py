@@ -17,17 +17,10 @@ import torch
 from transformers.trainer_callback import TrainerState
 
 from alignx.config import TRAINER_DEFAULTS, ConfigError, TrainConfig, save_config, to_dict
+from alignx.data import dataset as data_mod
+from alignx.data.dataset import TrainData
 from alignx.data.packing import PackingCollator, check_rows_stay_apart
-from alignx.data.readers import ReadStats, read_instructions, read_parallel
-from alignx.data.render import (
-    Collator,
-    ExampleDataset,
-    RenderStats,
-    both_directions,
-    render_instruction,
-    render_translation,
-    subsample,
-)
+from alignx.data.render import Collator
 from alignx.distributed import wait_for_everyone
 from alignx.model import load as mload
 from alignx.model.alignx_model import AlignXModel
@@ -43,47 +36,9 @@ def loss_on_prompt(cfg: TrainConfig) -> bool:
     return cfg.loss.ntp_on_prompt if cfg.loss.ntp_on_prompt is not None else cfg.stage == 1
 
 
-def build_dataset(cfg: TrainConfig, tokenizer: Any) -> tuple[ExampleDataset, dict[str, Any]]:
-    """Read and render the training rows for the configured stage; returns the dataset and counts."""
-    d = cfg.data
-    on_prompt = loss_on_prompt(cfg)
-    examples = []
-    rstats, rend = ReadStats(), RenderStats()
-    pairs = []
-    for path in d.parallel:
-        pairs.extend(subsample(read_parallel(path, d.on_bad_row, rstats), d.max_pairs, d.seed))
-    if d.both_directions:
-        pairs = both_directions(pairs)
-    use_pairs = cfg.stage == 1 or d.translation_in_sft
-    if use_pairs:
-        for p in pairs:
-            ex = render_translation(
-                p, tokenizer, d.template, d.max_length, on_prompt, rend,
-                instruction=d.translation_instruction, truncate=d.truncate_pairs,
-            )
-            if ex is not None:
-                examples.append(ex)
-    if cfg.stage == 2:
-        for path in d.instructions:
-            for row in subsample(read_instructions(path, d.on_bad_row, rstats), d.max_pairs, d.seed):
-                ex = render_instruction(row, tokenizer, d.max_length, d.use_chat_template, rend, loss_on_prompt=on_prompt,
-                                        all_turns=d.assistant_turns == "all")
-                if ex is not None:
-                    examples.append(ex)
-    if not examples:
-        need = "data.parallel" if cfg.stage == 1 else "data.instructions or data.parallel"
-        raise ConfigError(f"stage {cfg.stage} has no training rows: give {need} (read {rstats.summary()}, rendered {rend.summary()}); "
-                          "check data.max_length and data.on_bad_row")
-    counts = {
-        "rows_read": rstats.read,
-        "rows_skipped": dict(rstats.skipped),
-        "examples": len(examples),
-        "dropped": dict(rend.dropped),
-        "tokens": sum(len(e.input_ids) for e in examples),
-        "target_tokens": sum(sum(1 for t in e.labels if t != -100) for e in examples),
-    }
-    log.info("stage %d data: read %s; rendered %s", cfg.stage, rstats.summary(), rend.summary())
-    return ExampleDataset(examples), counts
+def build_dataset(cfg: TrainConfig, tokenizer: Any) -> TrainData:
+    """The rendered training rows of the configured stage (:func:`alignx.data.dataset.build`: cached, Arrow-backed)."""
+    return data_mod.build(cfg.data, cfg.stage, tokenizer, loss_on_prompt(cfg))
 
 
 def training_arguments(cfg: TrainConfig) -> Any:
@@ -171,26 +126,20 @@ def check_training_settings(args: Any) -> None:
 
 
 def check_data_paths(cfg: TrainConfig) -> None:
-    """Every data file exists and is a non-empty file (or a Moses prefix), before anything is read."""
-    from alignx.data.readers import DataError, check_data_file, moses_files
+    """Every data source is a non-empty file of a known format, a Moses prefix or a hub spec, before anything is read."""
+    from alignx.data.readers import DataError, check_source
 
     d = cfg.data
     if cfg.stage == 1 and not d.parallel:
         raise ConfigError("stage 1 has no training rows: give data.parallel")
     if cfg.stage == 2 and not d.parallel and not d.instructions:
         raise ConfigError("stage 2 has no training rows: give data.instructions or data.parallel")
-    for path in d.parallel:
-        if not Path(path).exists() and moses_files(Path(path)) is not None:
-            continue
-        try:
-            check_data_file(path)
-        except DataError as e:
-            raise DataError(f"data.parallel: {e}") from None
-    for path in d.instructions:
-        try:
-            check_data_file(path)
-        except DataError as e:
-            raise DataError(f"data.instructions: {e}") from None
+    for key, sources in (("data.parallel", d.parallel), ("data.instructions", d.instructions)):
+        for source in sources:
+            try:
+                check_source(source)
+            except DataError as e:
+                raise DataError(f"{key}: {e}") from None
 
 
 def main(cfg: TrainConfig) -> dict[str, Any]:
@@ -223,8 +172,12 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
     main_process = args.should_save
     with output_lock(out, "train", enabled=main_process):
         granted = outputs.claim(cfg)
-        dataset, counts = build_dataset(cfg, tokenizer)  # bad rows fail here, before anything is written
-        record = outputs.make_record(cfg, dataset.examples)
+        # Bad rows fail here, before anything is written. One process per machine renders (or finds the rows in the
+        # cache); the others then memory-map what it saved.
+        with args.main_process_first(local=True, desc="rendering the training data"):
+            data = build_dataset(cfg, tokenizer)
+        dataset, counts = data.dataset, data.counts
+        record = outputs.make_record(cfg, data.digest)
         resume = outputs.choose_checkpoint(cfg, granted, record)
         wait_for_everyone()  # every rank decided before the main process changes the directory
         if main_process:
@@ -242,7 +195,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         return _train(cfg, args, tokenizer, dataset, counts, record, resume)
 
 
-def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: ExampleDataset, counts: dict[str, Any],
+def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: dict[str, Any],
            record: dict[str, Any], resume: str | None) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     lm = mload.load_model(cfg.model)
