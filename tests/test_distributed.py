@@ -243,6 +243,7 @@ def test_two_process_stage1_with_ctr_gather(assets):
     from transformers import AutoModelForCausalLM
 
     out, ranks = _train(assets, "ctr", 2, "optim.batch_size=2", "loss.ctr_gather=true")
+    assert json.loads((out / "train_summary.json").read_text())["distributed"] == {"engine": "MULTI_CPU", "processes": 2}
     for r in ranks.values():
         assert r["rc"] == 0 and r["world"] == 2 and "MULTI_CPU" in r["distributed_type"]
         # Every step gathered y rows from both ranks: 2 local rows, 4 candidates, index at this rank's rows.
@@ -355,7 +356,9 @@ def _check_engine_run_equals_one_process(assets, accelerate_config: str, engine:
         gathered = [[2, 4, 2 * r["rank"]]] * 3 if "loss.ctr_gather=true" in both else []
         assert r["gathers"] == gathered
 
-    h2, h1 = (json.loads((o / "train_summary.json").read_text())["history"] for o in (out2, out1))
+    s2, s1 = (json.loads((o / "train_summary.json").read_text()) for o in (out2, out1))
+    assert s2["distributed"] == {"engine": engine, "processes": 2} and s1["distributed"] == {"engine": "NO", "processes": 1}
+    h2, h1 = s2["history"], s1["history"]
     assert len(h1) == len(h2) == 3
     terms = ("loss", "loss_ntp", "loss_ctr", "grad_norm") + (("loss_lam",) if case == "ctr_lam" else ())
     for a, b in zip(h1, h2, strict=True):
