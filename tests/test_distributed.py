@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -212,11 +213,14 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(PYTHONPATH=os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")]), ACCELERATE_USE_CPU="true",
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ALIGNX_LOG="WARNING")
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", ALIGNX_LOG="WARNING",
+               DS_ACCELERATOR="cpu")  # DeepSpeed (when a test launches it) would guess the CPU, with a warning
     return env
 
 
-def _train(assets, name: str, nproc: int, *overrides: str) -> tuple[Path, dict[int, dict]]:
+def _train(assets, name: str, nproc: int, *overrides: str, accelerate_config: str = "cpu_2proc") -> tuple[Path, dict[int, dict]]:
+    """``alignx train`` on the tiny model, alone (nproc=1) or under ``accelerate launch`` with ``accelerate_config``
+    (a file of configs/accelerate/) and --mixed_precision no: fp32 everywhere, so runs compare to float rounding."""
     out, record = assets["root"] / name, assets["root"] / f"{name}-ranks"
     train = ["train", f"model.name_or_path={assets['model']}", f"data.parallel=[{assets['pairs']}]", f"output_dir={out}",
              "optim.max_steps=3", "optim.lr=1e-3", "optim.warmup_ratio=0", "optim.scheduler=constant",
@@ -224,8 +228,9 @@ def _train(assets, name: str, nproc: int, *overrides: str) -> tuple[Path, dict[i
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(record), *train]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACC / "cpu_2proc.yaml"),
-               "--main_process_port", str(_free_port()), "--num_processes", str(nproc), str(WORKER), str(record), *train]
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACC / f"{accelerate_config}.yaml"),
+               "--mixed_precision", "no", "--main_process_port", str(_free_port()), "--num_processes", str(nproc),
+               str(WORKER), str(record), *train]
     proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     ranks = {int(p.stem[4:]): json.loads(p.read_text()) for p in record.glob("rank*.json")}
@@ -238,6 +243,7 @@ def test_two_process_stage1_with_ctr_gather(assets):
     from transformers import AutoModelForCausalLM
 
     out, ranks = _train(assets, "ctr", 2, "optim.batch_size=2", "loss.ctr_gather=true")
+    assert json.loads((out / "train_summary.json").read_text())["distributed"] == {"engine": "MULTI_CPU", "processes": 2}
     for r in ranks.values():
         assert r["rc"] == 0 and r["world"] == 2 and "MULTI_CPU" in r["distributed_type"]
         # Every step gathered y rows from both ranks: 2 local rows, 4 candidates, index at this rank's rows.
@@ -302,3 +308,102 @@ def test_two_process_packed_run_equals_the_unpacked_run(assets):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
     w0, w1 = (load_file(runs[p] / "final" / "model.safetensors") for p in (False, True))
     assert max(float((w0[k] - w1[k]).abs().max()) for k in w0) < 1e-5
+
+
+# ---- FSDP2 and DeepSpeed ZeRO-2 through accelerate launch, against one process ------------------------------
+
+# case: (settings of both runs, the one process's batch); why each pair of runs is equal: see the FSDP2 test.
+ENGINE_CASES = {
+    "ctr_lam": (("loss.ctr_gather=false",), ("optim.batch_size=2", "optim.grad_accum=2")),
+    "ctr_gathered": (("loss.ctr_gather=true", "loss.lambda_lam=0"), ("optim.batch_size=4",)),
+}
+# fp32 throughout: the two runs differ only in the order of float sums (all-reduce / reduce-scatter, sharded grad
+# norm), ~1e-7 relative, which 3 Adam steps leave below 1e-6 in the weights (measured: FSDP2 5.3e-7 with L_LAM,
+# 2.7e-7 gathered; ZeRO-2 9.1e-8).
+# A wrong run is far off: lr 1e-3 moves every trained weight by ~1e-3 a step (Adam's early steps are ~lr * sign),
+# so a step dropped, another batch or a stale export differs by ~1e-3, 100x this tolerance.
+ENGINE_TOLERANCE = 1e-5
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    """final/ reloaded as a user would: AutoModelForCausalLM, plus the L_LAM head file when one was exported."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    weights = dict(AutoModelForCausalLM.from_pretrained(out / "final").state_dict())
+    head = out / "final" / "lam_head.safetensors"
+    if head.exists():
+        weights.update({f"lam_head.{k}": v for k, v in load_file(head).items()})
+    return weights
+
+
+def _one_process_run(assets, case: str) -> Path:
+    """The single-process run of ``case`` (shared by the engines' tests)."""
+    name = f"one-{case}"
+    if not (assets["root"] / name / "train_summary.json").exists():
+        both, alone = ENGINE_CASES[case]
+        _, ranks = _train(assets, name, 1, *both, *alone)
+        assert ranks[0]["world"] == 1
+    return assets["root"] / name
+
+
+def _check_engine_run_equals_one_process(assets, accelerate_config: str, engine: str, case: str) -> dict[int, dict]:
+    both, _ = ENGINE_CASES[case]
+    out2, ranks = _train(assets, f"{accelerate_config}-{case}", 2, "optim.batch_size=2", *both, accelerate_config=accelerate_config)
+    out1 = _one_process_run(assets, case)
+    for r in ranks.values():
+        assert r["rc"] == 0 and r["world"] == 2 and engine in r["distributed_type"], r  # the engine ran, not a fallback
+        gathered = [[2, 4, 2 * r["rank"]]] * 3 if "loss.ctr_gather=true" in both else []
+        assert r["gathers"] == gathered
+
+    s2, s1 = (json.loads((o / "train_summary.json").read_text()) for o in (out2, out1))
+    assert s2["distributed"] == {"engine": engine, "processes": 2} and s1["distributed"] == {"engine": "NO", "processes": 1}
+    h2, h1 = s2["history"], s1["history"]
+    assert len(h1) == len(h2) == 3
+    terms = ("loss", "loss_ntp", "loss_ctr", "grad_norm") + (("loss_lam",) if case == "ctr_lam" else ())
+    for a, b in zip(h1, h2, strict=True):
+        for key in terms:
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key, a[key], b[key])
+
+    w2, w1 = _final_weights(out2), _final_weights(out1)
+    assert w2.keys() == w1.keys() and any(k.startswith("lam_head.") for k in w1) == (case == "ctr_lam")
+    assert all(w2[k].dtype == torch.float32 for k in w2)
+    diffs = {k: float((w2[k] - w1[k]).abs().max()) for k in w1}
+    assert max(diffs.values()) < ENGINE_TOLERANCE, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]
+    from transformers import AutoModelForCausalLM
+
+    init = AutoModelForCausalLM.from_pretrained(assets["model"]).state_dict()
+    assert max(float((w1[k] - init[k]).abs().max()) for k in init) > 100 * ENGINE_TOLERANCE  # trained, not the start
+    return ranks
+
+
+@pytest.mark.parametrize("case", sorted(ENGINE_CASES))
+def test_fsdp2_two_process_stage1_final_equals_one_process(assets, case):
+    """``accelerate launch --config_file configs/accelerate/fsdp.yaml`` (FSDP2, FULL_STATE_DICT) with 2 gloo CPU
+    processes trains stage 1 for 3 steps and exports final/; reloaded with AutoModelForCausalLM (and the L_LAM head
+    file), every weight equals that of one process trained on the same global batches.
+
+    Why the runs are equal. accelerate gives rank r the r-th batch of the same seeded permutation, and L_NTP is
+    normalised by the target tokens of the whole step on all ranks. ``ctr_lam`` (L_NTP + L_CTR + L_LAM): L_LAM
+    scores every pair of one micro-batch's sentences and is never gathered, so 2 ranks x 2 rows equal 1 process
+    accumulating 2 micro-batches of 2 rows (not 1 x 4 rows, whose pairs cross the two halves), and L_CTR keeps its
+    negatives local (ctr_gather=false) on both sides; both average the per-micro-batch L_CTR and L_LAM over the 2.
+    ``ctr_gathered`` (L_NTP + L_CTR, ctr_gather=true): each rank's 2 anchors meet all 4 targets, as in 1 x 4 rows,
+    and the gather's backward delivers every rank's pull on this rank's targets, so the averaged gradient is the
+    1 x 4 one; L_LAM is off, as no single-process batch has its per-rank pairs together with gathered negatives.
+    On the CPU accelerate would quietly train DDP instead (tests/_dist_worker.py lifts that); every parameter must
+    be a sharded DTensor at export."""
+    ranks = _check_engine_run_equals_one_process(assets, "fsdp", "FSDP", case)
+    n_params = 39 + (3 if case == "ctr_lam" else 0)  # the tiny Llama, the L_LAM head's gate / up / down
+    assert all(r["sharded_params"] == n_params for r in ranks.values())
+    assert ranks[0]["digest"] != ranks[1]["digest"]  # each rank holds its own shards
+
+
+def test_deepspeed_zero2_two_process_stage1_final_equals_one_process(assets):
+    """The same with ``configs/accelerate/deepspeed_zero2.yaml`` (ZeRO-2: gradients and optimiser state sharded,
+    weights replicated), L_NTP + L_CTR + L_LAM. DeepSpeed is not a dependency of alignx: skipped without it. Its
+    first launch on a machine JIT-compiles DeepSpeed's CPU shared-memory collective (~45 s on 2 cores)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed (pip install deepspeed)")
+    ranks = _check_engine_run_equals_one_process(assets, "deepspeed_zero2", "DEEPSPEED", "ctr_lam")
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # ZeRO-2 keeps whole weights on every rank, identical

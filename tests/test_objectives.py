@@ -161,6 +161,24 @@ def test_alignment_losses_run_in_fp32_under_autocast(dtype):
     assert abs(ctr_ac.item() - ctr32.item()) < 1e-6 and abs(lam_ac.item() - lam32.item()) < 1e-6
 
 
+def test_language_matching_runs_in_fp32_when_an_engine_hands_the_head_bf16_weights():
+    """FSDP2's mixed precision (param_dtype=bf16) and DeepSpeed's bf16 give the head bf16 weights for the forward,
+    while the loss feeds it fp32 states: it computes in fp32 on those weights, and the gradient reaches them in bf16."""
+    torch.manual_seed(0)
+    head = LanguageMatchingHead(64, 128, init_std=0.1)
+    s, ids = torch.randn(16, 64), torch.randint(0, 3, (16,))
+    rounded = LanguageMatchingHead(64, 128)
+    rounded.load_state_dict({k: v.bfloat16().float() for k, v in head.state_dict().items()})
+    expected = language_matching_loss(s, ids, rounded)  # fp32 on the bf16-rounded weights
+    head.bfloat16()
+    got = language_matching_loss(s, ids, head)
+    assert got.dtype == torch.float32 and abs(got.item() - expected.item()) < 1e-6
+    got.backward()
+    assert head.gate.weight.grad.dtype == torch.bfloat16 and head.gate.weight.grad.abs().sum() > 0
+    pair = torch.randn(3, 128)
+    assert head(pair).dtype == torch.float32
+
+
 def test_language_matching_head_shapes_no_bias():
     head = LanguageMatchingHead(hidden_size=8, width=128)
     assert all(m.bias is None for m in (head.gate, head.up, head.down))

@@ -27,9 +27,16 @@ class LanguageMatchingHead(nn.Module):
             for layer in (self.gate, self.up, self.down):
                 nn.init.normal_(layer.weight, mean=0.0, std=init_std)
 
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """gate, up, down weights in the dtype of the input. The head computes in the dtype it is given (fp32 from
+        :func:`language_matching_loss`), whatever dtype an engine hands its weights in (FSDP2's mixed-precision
+        param_dtype casts every parameter of a unit to bf16 for the forward); a no-op for weights already in it."""
+        return self.gate.weight.to(dtype), self.up.weight.to(dtype), self.down.weight.to(dtype)
+
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
         """pair: [..., 2H] -> logits [..., 2]."""
-        return self.down(F.silu(self.gate(pair)) * self.up(pair))
+        gate, up, down = self._weights(pair.dtype)
+        return F.linear(F.silu(F.linear(pair, gate)) * F.linear(pair, up), down)
 
     def all_pairs(self, s: torch.Tensor) -> torch.Tensor:
         """Logits for every ordered pair (s_i, s_j): s [S, H] -> [S, S, 2].
@@ -38,9 +45,10 @@ class LanguageMatchingHead(nn.Module):
         [S, S, 2H] pair tensor is never built (memory S*S*width instead of S*S*2H).
         """
         H = self.hidden_size
-        g = F.linear(s, self.gate.weight[:, :H]).unsqueeze(1) + F.linear(s, self.gate.weight[:, H:]).unsqueeze(0)
-        u = F.linear(s, self.up.weight[:, :H]).unsqueeze(1) + F.linear(s, self.up.weight[:, H:]).unsqueeze(0)
-        return self.down(F.silu(g) * u)
+        gate, up, down = self._weights(s.dtype)
+        g = F.linear(s, gate[:, :H]).unsqueeze(1) + F.linear(s, gate[:, H:]).unsqueeze(0)
+        u = F.linear(s, up[:, :H]).unsqueeze(1) + F.linear(s, up[:, H:]).unsqueeze(0)
+        return F.linear(F.silu(g) * u, down)
 
 
 def language_matching_loss(states: torch.Tensor, lang_ids: torch.Tensor, head: LanguageMatchingHead) -> torch.Tensor:

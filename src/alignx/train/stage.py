@@ -252,6 +252,8 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: di
             "autocast": mload.resolve_autocast(cfg.model),
             "alignment_losses": "float32",
         },
+        # what accelerate ran, whatever the launch config asked for (on CPUs it runs FSDP / DeepSpeed configs as DDP)
+        "distributed": {"engine": trainer.accelerator.distributed_type.value, "processes": trainer.accelerator.num_processes},
         "config": to_dict(cfg),
         "env": environment(),
     }
