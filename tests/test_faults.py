@@ -149,3 +149,18 @@ def test_read_only_output_directory_is_one_line(run, tmp_path, monkeypatch, caps
     assert message(capsys.readouterr().err, "train") == (
         f"alignx train: cannot write {out}/.alignx.lock: Read-only file system (nothing half-written is left behind)")
     assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 671144192 vs 671144080"),  # torch.save, seen here
+    RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"),
+    Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'),
+])
+def test_a_full_disk_in_torch_or_safetensors_words_is_named(error):
+    """torch's zip writer and safetensors do not raise ENOSPC: their messages still end the run in one line that says
+    the disk is the likely cause, not an 'internal error'."""
+    line, status = cli.failure("train", error)
+    assert status == 1 and "\n" not in line
+    assert line.startswith("alignx train: a file could not be written, most likely because the disk is full")
+    assert "df -h" in line and "internal error" not in line
+    assert cli.failure("train", RuntimeError("shape mismatch"))[0].startswith("alignx train: internal error")

@@ -57,6 +57,11 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split("\n")).strip()
 
 
+# How a full disk reads when it is not an OSError: torch.save's zip writer (PytorchStreamWriter, inline_container.cc:
+# "unexpected pos ..." or "file write failed") and safetensors (Rust io::ErrorKind::StorageFull).
+_DISK_FULL = ("inline_container.cc", "PytorchStreamWriter failed writing", "No space left on device", "StorageFull")
+
+
 def failure(name: str, e: BaseException) -> tuple[str, int]:
     """(one-line message, exit status) for an exception that ended command ``name``."""
     from alignx.utils import WRITE_ERRNOS, OutputDirBusy
@@ -70,6 +75,12 @@ def failure(name: str, e: BaseException) -> tuple[str, int]:
     if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
         where = e.filename or "the output directory"
         return f"alignx {name}: cannot write {where}: {e.strerror} (nothing half-written is left behind)", 1
+    text = _one_line(e)
+    if any(s in text for s in _DISK_FULL):
+        # torch's zip writer and safetensors report a full disk in words of their own, not as ENOSPC
+        return (f"alignx {name}: a file could not be written, most likely because the disk is full ({type(e).__name__}: "
+                f"{text[:120]}); free space (df -h) or choose an output_dir on another disk, then rerun (training resumes "
+                "from its last complete checkpoint; nothing half-written is left behind)"), 1
     return f"alignx {name}: internal error: {type(e).__name__}: {_one_line(e)} (ALIGNX_DEBUG=1 shows the traceback)", 1
 
 
