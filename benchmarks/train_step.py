@@ -245,7 +245,7 @@ def wrap(variant: str, lm: nn.Module, args: argparse.Namespace, device: torch.de
         return lm, None
     ntp_only = variant == "b"
     loss_cfg = LossConfig(lambda_ctr=0.0 if ntp_only else 0.3, lambda_lam=0.0 if ntp_only else 0.4,
-                          ntp_chunk_size=args.chunk_size, ctr_inputs="separate" if variant == "c_sep" else "in_context")
+                          ntp_chunk_size=args.chunk_size, ntp_chunk_mib=args.chunk_mib, ctr_inputs="separate" if variant == "c_sep" else "in_context")
     if variant == "e":
         mload.enable_gradient_checkpointing(lm)
     model = AlignXModel(lm, loss_cfg, with_alignment=True,
@@ -507,7 +507,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 def _worker_argv(args: argparse.Namespace, variant: str, out: str, steps: int, warmup: int) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--worker-out", out,
             "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(steps), "--warmup", str(warmup),
-            "--chunk-size", str(args.chunk_size), "--device", args.device, "--seed", str(args.seed),
+            "--chunk-size", str(args.chunk_size), "--chunk-mib", str(args.chunk_mib), "--device", args.device, "--seed", str(args.seed),
             "--threads", str(args.threads), "--attn", args.attn]
     argv += ["--model", args.model, "--weights", args.weights] if args.model else ["--preset", args.preset]
     if args.peak_flops:
@@ -562,6 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="add variant d: (c) under torch.compile")
     p.add_argument("--grad-ckpt", action="store_true", help="add variant e: (c) with gradient checkpointing")
     p.add_argument("--chunk-size", type=int, default=LossConfig().ntp_chunk_size, help="loss.ntp_chunk_size for b-e")
+    p.add_argument("--chunk-mib", type=float, default=LossConfig().ntp_chunk_mib, help="loss.ntp_chunk_mib for b-e (0: no cap)")
     p.add_argument("--peak-flops", type=float, default=None,
                    help="peak dense bf16 FLOP/s for MFU (default: 989e12 on H100/H200; none on CPU -> MFU null)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -665,7 +666,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "alignx stage-1 train step",
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else None,
         "config": {"preset": args.preset, "model": model_info, "batch": args.batch,
-                   "seq": args.seq, "steps": args.steps, "warmup": args.warmup, "chunk_size": args.chunk_size,
+                   "seq": args.seq, "steps": args.steps, "warmup": args.warmup, "chunk_size": args.chunk_size, "chunk_mib": args.chunk_mib,
                    "device": args.device, "dtype": "bfloat16" if args.device.startswith("cuda") else "float32",
                    "attn_implementation": args.attn, "optimizer": "AdamW (fused on CUDA), lr 1e-5, no weight decay",
                    "seed": args.seed, "threads": args.threads or torch.get_num_threads(),

@@ -13,10 +13,11 @@ import transformers
 from torch import nn
 
 import reference_alignx
-from alignx.config import LossConfig
+from alignx.config import ConfigError, LossConfig
 from alignx.model import load as mload
 from alignx.model.alignx_model import AlignXModel, HiddenStateCapture
 from alignx.objectives import LanguageMatchingHead, fused_next_token_loss, language_matching_loss
+from alignx.objectives.ntp import next_token_loss_from_logits
 
 VOCAB = 97
 
@@ -313,3 +314,37 @@ def test_separate_ctr_encodes_each_sentence_alone(arch: str, capture: str, bos_r
     # and the in-context default reads something else (y sees x), so the option does change the loss
     in_context = AlignXModel(lm, LossConfig(lambda_ctr=0.3, lambda_lam=0.0, tau=tau, align_layer=layer), with_alignment=True, capture=capture)
     assert not torch.allclose(in_context(**batch)["ctr"].double(), expected.double(), rtol=1e-3, atol=1e-4)
+
+
+def test_chunk_cap_sizes_the_fused_loss_by_the_vocabulary(monkeypatch) -> None:
+    """loss.ntp_chunk_mib caps one chunk's fp32 logits: tokens = MiB * 2^20 / (4 * vocabulary), at most ntp_chunk_size.
+    AlignXModel hands fused_next_token_loss that many tokens per chunk, and the loss is the one of the full logits."""
+    assert LossConfig().ntp_chunk_tokens(262_144) == 256  # Gemma-3: 256 MiB / 1 MiB per token
+    assert LossConfig().ntp_chunk_tokens(151_936) == 441  # Qwen2.5
+    assert LossConfig().ntp_chunk_tokens(49_152) == 1024  # SmolLM2: the token limit binds
+    assert LossConfig(ntp_chunk_mib=0).ntp_chunk_tokens(262_144) == 1024
+    assert LossConfig(ntp_chunk_mib=1).ntp_chunk_tokens(10**9) == 1  # never below one token
+    with pytest.raises(ConfigError, match="loss.ntp_chunk_mib must be >= 0"):
+        LossConfig(ntp_chunk_mib=-1)
+
+    import alignx.model.alignx_model as am
+
+    lm = _tiny("llama").eval()
+    vocab = lm.get_output_embeddings().weight.shape[0]
+    seen = []
+    real = am.fused_next_token_loss
+
+    def spy(hidden, head, labels, chunk_size, *rest):  # noqa: ANN001, ANN202 - records the chunk it is given
+        seen.append(chunk_size)
+        return real(hidden, head, labels, chunk_size, *rest)
+
+    monkeypatch.setattr(am, "fused_next_token_loss", spy)
+    mib = 5 * 4 * vocab / 2**20  # the fp32 logits of 5 tokens of this vocabulary
+    model = AlignXModel(lm, LossConfig(lambda_ctr=0.0, lambda_lam=0.0, ntp_chunk_mib=mib), with_alignment=False)
+    batch = _batch()
+    got = model(**batch)
+    assert seen == [5] and int(got["ntp_count"]) > 5  # several chunks
+    logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full, count = next_token_loss_from_logits(logits, batch["shift_labels"])
+    assert int(got["ntp_count"]) == int(count)
+    torch.testing.assert_close(got["ntp_sum"].double(), full.double(), rtol=1e-5, atol=1e-5)

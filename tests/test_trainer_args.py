@@ -169,14 +169,17 @@ def test_model_dtype_auto_is_a_deprecated_name_of_fp32_master(caplog):
 def test_records_of_older_alignx_match_the_same_run_today():
     """A record written before the settings added here (and ctr_inputs), with model.dtype=auto, is the same run as
     today's config of the same YAML; operational trainer entries (run_name, ...) do not make another run."""
-    cfg = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]"])
-    old = to_dict(cfg)
+    then = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]", "loss.ntp_chunk_mib=0"])
+    old = to_dict(then)
     old["model"]["dtype"] = "auto"
     for section, key in (("loss", "ctr_inputs"), ("lora", "modules_to_save"), ("data", "chat_template"), ("data", "assistant_turns"),
-                         ("data", "packing")):
+                         ("data", "packing"), ("data", "num_proc"), ("data", "cache_dir"), ("loss", "ntp_chunk_mib")):
         del old[section][key]
     del old["trainer"]
-    assert run_settings(old) == run_settings(cfg) and run_settings(run_settings(old)) == run_settings(cfg)
+    assert run_settings(old) == run_settings(then) and run_settings(run_settings(old)) == run_settings(then)
+    # the chunk cap's default (256 MiB) chunks large vocabularies finer than before: another run, to the last bit
+    cfg = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]"])
+    assert run_settings(cfg) != run_settings(old)
     tracked = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]", "run_name=again", "push_to_hub=false"])
     assert run_settings(tracked) == run_settings(cfg)
     changed = load_config(TrainConfig, [], ["optim.lr=1e-4", "data.parallel=[a.jsonl]", "adam_beta2=0.95"])
@@ -220,3 +223,32 @@ def test_example_configs_parse_into_alignx_settings(monkeypatch):
     args = stage.training_arguments(trl)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.learning_rate) == (2, 8, 2e-4)
     assert args.run_name == "Qwen2.5-0.5B-SFT" and args.report_to == ["tensorboard"] and args.save_strategy.value == "steps"
+
+
+def test_a_stage_an_earlier_alignx_finished_is_recognised():
+    """The replication's committed record of a finished stage (alignx before the settings added since) reads as the
+    settings the same YAML gives today, compared as the pipeline compares them to skip a finished stage (only resume
+    and overwrite_output_dir ignored): settings added since must read as what alignx did before them."""
+    import json
+
+    import yaml
+
+    from alignx.config import RUN_CONTROL
+
+    path = Path(__file__).resolve().parents[1] / "experiments/cpu_gemma3/runs/cpt_sft/stage1/train_summary.json"
+    recorded = json.loads(path.read_text(encoding="utf-8"))["config"]
+    values = yaml.safe_load(yaml.safe_dump(recorded))
+    for key in ("resume", "overwrite_output_dir"):
+        values.pop(key, None)
+    today = load_config(TrainConfig, [], {**_dotted(values), "loss.ntp_chunk_mib": 0})  # no cap: what it did then
+    assert run_settings(recorded, RUN_CONTROL) == run_settings(today, RUN_CONTROL)
+
+
+def _dotted(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -191,6 +191,12 @@ class LossConfig:
         "unset: stage 1 true, stage 2 false (reference: true in both stages)",
     )
     ntp_chunk_size: int = opt(1024, "tokens per chunk of the fused next-token loss (0: full logits at once)")
+    ntp_chunk_mib: float = opt(
+        256.0,
+        "cap on one chunk's fp32 logits in the fused next-token loss, MiB: a chunk holds at most this / (vocabulary x 4 "
+        "bytes) tokens (Gemma-3's 262k vocabulary: 256 tokens; 49k: the 1024 of ntp_chunk_size), so its logits, their "
+        "log-softmax and their gradients stay small whatever the vocabulary; 0: no cap",
+    )
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -207,6 +213,14 @@ class LossConfig:
             raise ConfigError(f"loss.ctr_inputs must be one of {', '.join(CTR_INPUTS)}, got {self.ctr_inputs!r}")
         if self.ntp_chunk_size < 0:
             raise ConfigError(f"loss.ntp_chunk_size must be >= 0 (0: no chunking), got {self.ntp_chunk_size}")
+        if self.ntp_chunk_mib < 0:
+            raise ConfigError(f"loss.ntp_chunk_mib must be >= 0 (0: no cap), got {self.ntp_chunk_mib}")
+
+    def ntp_chunk_tokens(self, vocab_size: int) -> int:
+        """Tokens per chunk of the fused next-token loss for a vocabulary: ntp_chunk_size, capped by ntp_chunk_mib."""
+        if self.ntp_chunk_mib <= 0 or self.ntp_chunk_size <= 0:
+            return self.ntp_chunk_size
+        return min(self.ntp_chunk_size, max(1, int(self.ntp_chunk_mib * 2**20 // (4 * vocab_size))))
 
 
 @dataclass
@@ -625,6 +639,9 @@ ADDED_SETTINGS: dict[str, Any] = {
     "data.chat_template": None,
     "data.assistant_turns": "last",
     "data.packing": False,
+    "data.num_proc": None,
+    "data.cache_dir": None,
+    "loss.ntp_chunk_mib": 0.0,
     "trainer": {},
 }
 # Setting values renamed since: a record's old value reads as the new one.

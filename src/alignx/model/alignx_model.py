@@ -130,6 +130,7 @@ class AlignXModel(nn.Module):
         self.lam_head = LanguageMatchingHead(mload.hidden_size(lm), loss.lam_width, loss.lam_init_std) if self.use_lam else None
         # The fused loss needs the model to skip its own logits (logits_to_keep) and plain logits after it.
         self.fused = loss.ntp_chunk_size > 0 and mload.accepts_logits_to_keep(lm)
+        self.chunk_tokens = loss.ntp_chunk_tokens(lm.get_output_embeddings().weight.shape[0]) if self.fused else 0
         self.softcap, self.logit_scale = mload.logit_transform(lm)
 
     @property
@@ -185,7 +186,7 @@ class AlignXModel(nn.Module):
             mid_states, last_states = out.hidden_states[self.align_layer], out.hidden_states[-1]
         if self.fused:
             ntp_sum, ntp_count = fused_next_token_loss(
-                last_states, self.lm.get_output_embeddings(), shift_labels, self.loss_cfg.ntp_chunk_size,
+                last_states, self.lm.get_output_embeddings(), shift_labels, self.chunk_tokens,
                 self.softcap, self.logit_scale,
             )
         else:
