@@ -25,15 +25,16 @@ from alignx.data.readers import (
     read_parallel,
 )
 from alignx.data.render import (
+    Example,
     _encode,
     both_directions,
     data_digest,
+    lang_id,
     render_instruction,
-    render_translation,
     subsample,
     translation_text,
 )
-from conftest import make_tokenizer
+from conftest import make_sentencepiece_tokenizer, make_tokenizer
 
 PAIRS = [
     Pair("Hello, world", "Hallo, Welt", "en", "de"),
@@ -134,6 +135,34 @@ def test_parquet_rows_and_sharegpt_roles_are_named(tmp_path):
         read_instructions(bad)
 
 
+def test_headers_with_other_columns_spaces_or_missing_names(tmp_path):
+    (tmp_path / "a.csv").write_text("id, tgt_lang ,src,tgt,src_lang,score\n7,de,Hello,Hallo, en ,0.9\n", encoding="utf-8")
+    assert read_parallel(tmp_path / "a.csv") == [Pair("Hello", "Hallo", "en", "de")]  # extra columns ignored, names stripped
+    (tmp_path / "b.tsv").write_text("src\ttgt\tlang\nHello\tHallo\tde\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"b\.tsv:1: the header line names src, tgt, lang but not src_lang, tgt_lang"):
+        read_parallel(tmp_path / "b.tsv")
+
+
+def test_parquet_rows_of_mixed_formats_carry_nulls(tmp_path):
+    """A Parquet file (or hub split) holds the union of its rows' columns, null where a row has none."""
+    rows = [{"instruction": "Say hi", "input": None, "output": "Hallo", "prompt": None, "completion": None},
+            {"instruction": None, "input": None, "output": None, "prompt": "Hi", "completion": "Hello"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "i.parquet")
+    got = read_instructions(tmp_path / "i.parquet")
+    assert [r.messages[-1]["content"] for r in got] == ["Hallo", "Hello"] and got[0].alpaca == ("Say hi", "")
+    pq.write_table(pa.Table.from_pylist([{**vars(PAIRS[0]), "translation": None}]), tmp_path / "p.parquet")
+    assert read_parallel(tmp_path / "p.parquet") == PAIRS[:1]
+
+
+def test_a_json_array_with_a_trailing_comma_or_a_broken_parquet_file_is_named(tmp_path):
+    (tmp_path / "a.json").write_text('[\n  {"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "de"},\n]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"a\.json:3: invalid JSON \(a comma before the closing '\]'\)"):
+        read_parallel(tmp_path / "a.json")
+    (tmp_path / "b.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(DataError, match=r"b\.parquet:row 1: cannot read the Parquet file"):
+        read_parallel(tmp_path / "b.parquet")
+
+
 def test_unknown_format_fails_before_reading(tmp_path):
     (tmp_path / "x.xlsx").write_text("a", encoding="utf-8")
     with pytest.raises(DataError, match=r"x\.xlsx: unknown data format '\.xlsx'"):
@@ -165,13 +194,36 @@ def test_hub_specs_parse_and_load_through_datasets(monkeypatch):
 # ---- the Arrow path equals the row-by-row renderer -------------------------------------------------------------
 
 
+def _translation_row(p: Pair, tok, d: DataConfig, loss_on_prompt: bool) -> Example | None:
+    """A translation row as the row-by-row renderer before the Arrow path made it, written out here: transformers'
+    tokenizer call on the whole text, spans by a scan of every token's offsets, EOS, the length rule, the labels."""
+    text, (x_lo, x_hi), (y_lo, y_hi), special = translation_text(p, tok, d.template, d.translation_instruction)
+    enc = tok(text, add_special_tokens=special, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def scan(lo: int, hi: int) -> tuple[int, int] | None:
+        idx = [i for i, (a, b) in enumerate(offsets) if b > a and a < hi and b > lo]
+        return (idx[0], idx[-1] + 1) if idx else None
+
+    x, y = scan(x_lo, x_hi), scan(y_lo, y_hi)
+    if x is None or y is None:
+        return None
+    if ids[-1] != tok.eos_token_id:
+        ids.append(tok.eos_token_id)
+    if len(ids) > d.max_length:
+        if not d.truncate_pairs or y[0] >= d.max_length:
+            return None
+        ids, y = ids[: d.max_length], (y[0], min(y[1], d.max_length))
+    labels = list(ids) if loss_on_prompt else [-100] * y[0] + ids[y[0]:]
+    return Example(ids, labels, x, y, lang_id(p.src_lang), lang_id(p.tgt_lang))
+
+
 def _row_by_row(d: DataConfig, stage: int, tok, loss_on_prompt: bool) -> list:
     """The rows as alignx rendered them before the Arrow path: lists in memory, one row at a time."""
     pairs = [p for path in d.parallel for p in subsample(read_parallel(path, d.on_bad_row), d.max_pairs, d.seed)]
     if d.both_directions:
         pairs = both_directions(pairs)
-    out = [render_translation(p, tok, d.template, d.max_length, loss_on_prompt, instruction=d.translation_instruction,
-                              truncate=d.truncate_pairs) for p in pairs] if stage == 1 or d.translation_in_sft else []
+    out = [_translation_row(p, tok, d, loss_on_prompt) for p in pairs] if stage == 1 or d.translation_in_sft else []
     if stage == 2:
         out += [render_instruction(r, tok, d.max_length, d.use_chat_template, loss_on_prompt=loss_on_prompt,
                                    all_turns=d.assistant_turns == "all")
@@ -217,15 +269,18 @@ def test_arrow_path_gives_the_rows_of_the_row_by_row_renderer(tmp_path, stage, s
         assert data.counts["dropped"] == {"too long": 2}  # the long pair, both directions
 
 
-def test_spans_from_char_to_token_equal_a_scan_of_the_offsets():
+@pytest.mark.parametrize("make", [make_tokenizer, make_sentencepiece_tokenizer])
+def test_spans_from_char_to_token_equal_a_scan_of_the_offsets(make):
     """x / y token spans come from the Rust encoding's char_to_token, widened over neighbours; here they are checked
     against a scan of every token's offsets (tokens with start < end that overlap the characters), including
-    characters the byte-level BPE splits into several tokens with the same offsets (CJK and emoji it never saw)."""
-    tok = make_tokenizer()
+    characters split into several tokens with the same offsets (CJK and emoji the byte-level BPE never saw; the
+    SentencePiece tokenizer's byte fallback)."""
+    tok = make()
     pairs = [Pair("The cat 🐈 sleeps.", "猫在睡觉🐈。", "en", "zh"), Pair("🐈🐈", "ø", "en", "da"), *PAIRS]
     for template in ("alpaca", "Translate: {src} => "):
         texts = [translation_text(p, tok, template, "Translate.") for p in pairs]
         for (text, x, y, special), enc in zip(texts, _encode(tok, [(t[0], t[3]) for t in texts]), strict=True):
+            assert enc.enc is not None  # the Rust encoding's path, not the offset scan of the fallback
             ref = tok(text, add_special_tokens=special, return_offsets_mapping=True)
             assert enc.ids == ref["input_ids"]
             for lo, hi in (x, y):
@@ -254,8 +309,11 @@ def test_cache_is_hit_and_invalidated_by_data_settings_and_tokenizer(tmp_path):
     assert not data_mod.build(DataConfig(parallel=[str(path)], cache_dir=d.cache_dir, max_length=100), 1, tok, True).cache_hit
     other = make_tokenizer(extra_texts=["Hallox Welt"] * 20)
     assert not data_mod.build(d, 1, other, True).cache_hit
+    templated = make_tokenizer()
+    templated.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # data.chat_template lands here
+    assert not data_mod.build(d, 1, templated, True).cache_hit
     assert data_mod.build(d, 1, tok, True).cache_hit  # the entries live side by side
-    assert len([p for p in Path(d.cache_dir).iterdir()]) == 4 and not list(Path(d.cache_dir).glob(".tmp-*"))
+    assert len(list(Path(d.cache_dir).iterdir())) == 5 and not list(Path(d.cache_dir).glob(".tmp-*"))
 
 
 def test_bad_row_stops_the_build_and_leaves_no_cache_entry(tmp_path):

@@ -3,8 +3,8 @@
 :func:`build` reads each source (:mod:`alignx.data.readers`: files in any supported format or hub datasets) into
 an Arrow file of plain rows, samples ``data.max_pairs`` of each, renders them with a batched ``Dataset.map`` (one fast-
 tokenizer call per batch of rows, ``data.num_proc`` processes) and saves the rendered rows under
-``<cache>/<key>/``. The key digests everything the rows depend on (sources with their size and modification time or
-hub fingerprint, the rendering settings, the tokenizer and its chat template), so a second run with the same inputs
+``<cache>/<key>/``. The key digests everything the rows depend on (the sources' bytes or hub fingerprints, the
+rendering settings, the tokenizer and its chat template, and alignx's reading and rendering code), so a second run with the same inputs
 only memory-maps the saved rows. The rows, and their order, are those of the row-by-row renderers of
 :mod:`alignx.data.render` (tested equal): translation pairs of every file, then their reversed copies
 (``data.both_directions``), then the instruction rows of every file.
@@ -22,6 +22,8 @@ import logging
 import os
 import random
 import shutil
+import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,10 +87,22 @@ def tokenizer_identity(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
+def code_identity() -> str:
+    """Digest of alignx's code that reads and renders rows: a change to it is a new cache key (no FORMAT bump to forget)."""
+    from alignx import languages
+    from alignx.data import readers, render
+
+    h = hashlib.blake2b(digest_size=16)
+    for module in (readers, render, languages, sys.modules[__name__]):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(d: DataConfig, stage: int, loss_on_prompt: bool, tokenizer: Any) -> str:
     use_pairs = stage == 1 or d.translation_in_sft
     settings = {
         "format": FORMAT,
+        "code": code_identity(),
         "stage": stage,
         "parallel": [source_identity(s) for s in d.parallel] if use_pairs else [],
         "instructions": [source_identity(s) for s in d.instructions] if stage == 2 else [],
@@ -114,9 +128,8 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
         meta = read_json(dest / META)
         log.info("stage %d data: %s (cached in %s)", stage, meta["summary"], dest)
         return TrainData(_load(dest, meta), meta["counts"], meta["digest"], str(dest), True)
-    staging = root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))  # ours alone, also with other machines on a shared disk
     try:
         every, counts, summary = _build(d, stage, tokenizer, loss_on_prompt, staging)
         files = [Path(f["filename"]).name for f in every.cache_files]
@@ -132,13 +145,16 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
         write_json(staging / META, meta)
         try:
             staging.rename(dest)
-        except OSError:  # another process saved the same rows first: use those
-            shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            if not (dest / META).is_file():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # another process saved the same rows first: use those
             meta = read_json(dest / META)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("stage %d data: %s (cached in %s)", stage, summary, dest)
+    size = sum(f.stat().st_size for f in dest.iterdir())
+    log.info("stage %d data: %s (cached in %s, %.1f MB; delete it freely)", stage, summary, dest, size / 1e6)
     return TrainData(_load(dest, meta), meta["counts"], meta["digest"], str(dest), False)
 
 
@@ -323,7 +339,10 @@ def _shared(tokenizer: Any) -> Any:
 def _num_proc(d: DataConfig, rows: int) -> int | None:
     if d.num_proc is not None:
         return d.num_proc if d.num_proc > 1 else None
-    return min(os.cpu_count() or 1, 8) if rows >= _PARALLEL_AUTO_ROWS else None
+    if rows < _PARALLEL_AUTO_ROWS:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # CPU limits count
+    return min(cores, 8) if cores > 1 else None
 
 
 def _map(ds: Any, fn: Any, kwargs: dict[str, Any], d: DataConfig, cache_file: Path, desc: str) -> Any:

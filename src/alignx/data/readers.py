@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,7 +133,7 @@ def _lang(code: Any, where: str) -> str:
     if not isinstance(code, str) or not code.strip():
         raise DataError(f"{where}: missing language code")
     try:
-        return languages.normalize(code)
+        return languages.normalize(code.strip())
     except languages.UnknownLanguageError as e:
         raise DataError(f"{where}: {e}") from None
 
@@ -208,6 +209,9 @@ def _json_array(path: Path) -> Iterator[tuple[str, Any]]:
         i = ws.match(text, i).end()
         if i < len(text) and text[i] == ",":
             i = ws.match(text, i + 1).end()
+            if i < len(text) and text[i] == "]":
+                at = text.count("\n", 0, i) + 1
+                raise DataError(f"{path}:{at}: invalid JSON (a comma before the closing ']')")
         elif i >= len(text) or text[i] != "]":
             at = text.count("\n", 0, i) + 1
             raise DataError(f"{path}:{at}: invalid JSON (expected ',' or ']' between array elements)")
@@ -226,16 +230,21 @@ def _table_rows(path: Path, delimiter: str, header: tuple[str, ...] | None) -> I
     for i, cells in rows:
         where = f"{path}:{i}"
         if columns is None:
-            if header is not None and set(cells) != set(header):
-                columns = list(header)
+            names = [c.strip() for c in cells]
+            if header is not None and not set(header) & set(names):
+                columns = list(header)  # no header line: the columns in their documented order
             else:
-                columns = [c.strip() for c in cells]
-                if len(set(columns)) != len(columns) or not all(columns):
-                    raise DataError(f"{where}: the header line must name each column once ({', '.join(columns)})")
+                if len(set(names)) != len(names) or not all(names):
+                    raise DataError(f"{where}: the header line must name each column once ({', '.join(names)})")
+                missing = [c for c in header or () if c not in names]
+                if missing:
+                    raise DataError(f"{where}: the header line names {', '.join(names)} but not {', '.join(missing)}; "
+                                    f"name all of {', '.join(header)} (other columns are ignored)")
+                columns = names
                 continue
         if len(cells) != len(columns):
-            yield where, DataError(f"{where}: expected {len(columns)} {'tab-separated' if delimiter == chr(9) else 'comma-separated'} "
-                                   f"columns ({', '.join(columns)}), got {len(cells)}")
+            kind = "tab-separated" if delimiter == "\t" else "comma-separated"
+            yield where, DataError(f"{where}: expected {len(columns)} {kind} columns ({', '.join(columns)}), got {len(cells)}")
             continue
         yield where, dict(zip(columns, cells, strict=True))
 
@@ -251,6 +260,7 @@ def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[in
         for last, line in lines:  # noqa: B007 - `last` is read by the loop below
             yield line + "\n"
 
+    csv.field_size_limit(sys.maxsize)  # a long document in one cell is a cell, not an error
     reader = csv.reader(text())
     start = 1
     while True:
@@ -275,13 +285,18 @@ def records(source: str | Path, header: tuple[str, ...] | None = None) -> Iterat
     path = check_data_file(source)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                n += 1
-                yield f"{path}:row {n}", row
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    n += 1
+                    yield f"{path}:row {n}", row
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{path}:row {n + 1}: cannot read the Parquet file ({_one_line(e)[:200]})") from None
     elif suffix in (".csv", ".tsv"):
         yield from _table_rows(path, "\t" if suffix == ".tsv" else ",", header)
     elif suffix == ".json" and _first_char(path) == "[":
@@ -296,6 +311,10 @@ def records(source: str | Path, header: tuple[str, ...] | None = None) -> Iterat
                     yield where, e
     else:
         raise DataError(f"{path}: unknown data format {suffix!r}; use {', '.join(FILE_SUFFIXES)}, a Moses prefix or hf:NAME")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _first_char(path: Path) -> str:
@@ -336,7 +355,7 @@ def pair_from_row(row: Any, where: str) -> Pair:
     """A parallel row (an alignx pair or an HF ``translation`` row) as a :class:`Pair`, or a DataError."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object")
-    if "translation" in row:
+    if row.get("translation") is not None:
         tr = row["translation"]
         if not isinstance(tr, dict):
             raise DataError(f"{where}: 'translation' must map two language codes to their sentences")
@@ -346,7 +365,7 @@ def pair_from_row(row: Any, where: str) -> Pair:
         (a, sa), (b, sb) = tr.items()
         s, t = _check_pair(sa, sb, where)
         return Pair(s, t, _lang(a, where), _lang(b, where))
-    missing = [k for k in PAIR_FIELDS if k not in row]
+    missing = [k for k in PAIR_FIELDS if row.get(k) is None]  # Parquet / hub rows carry every column, null where absent
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)} (or give a 'translation' row)")
     s, t = _check_pair(row["src"], row["tgt"], where)
@@ -380,7 +399,7 @@ def instruction_from_row(row: Any, where: str) -> Instruction:
         system = row.get("system")
         if isinstance(system, str) and system.strip() and msgs[0]["role"] != "system":
             msgs.insert(0, {"role": "system", "content": system})
-    elif "prompt" in row and "completion" in row:
+    elif row.get("prompt") is not None and row.get("completion") is not None:
         prompt, completion = row["prompt"], row["completion"]
         if isinstance(prompt, str) and isinstance(completion, str):
             if not prompt.strip() or not completion.strip():
@@ -390,7 +409,7 @@ def instruction_from_row(row: Any, where: str) -> Instruction:
             msgs = _messages(prompt + completion, where, "role", "content", _CHAT_ROLES, "prompt + completion")
         else:
             raise DataError(f"{where}: 'prompt' and 'completion' must both be strings or both lists of messages")
-    elif "instruction" in row and "output" in row:
+    elif row.get("instruction") is not None and row.get("output") is not None:
         inst, inp, out = row["instruction"], row.get("input") or "", row["output"]
         if not all(isinstance(v, str) for v in (inst, inp, out)):
             raise DataError(f"{where}: instruction, input and output must be strings")
