@@ -84,3 +84,16 @@ def test_pipeline_resumes_unfinished_stage_skips_finished_one_and_refuses_change
     replaced = pipeline_main(load_config(PipelineConfig, [], {**changed, "stage1.overwrite_output_dir": True}))["stage1"]
     assert replaced["steps"] == 4 and replaced["config"]["optim"]["lr"] == 1e-3
     assert not (stage_dir / "eval.json").exists()
+
+
+def test_records_with_the_older_data_digest_are_compared_by_settings_only():
+    """Records written before the Arrow data path hold a digest of another kind: resuming them compares their settings,
+    not the digests (which would always differ); records of today's kind still catch other training rows."""
+    from alignx.train import outputs
+
+    settings = {"stage": 1}
+    today = {"settings": settings, "data": "b" * 32, "data_digest_format": outputs.DATA_DIGEST_FORMAT, "model": "m"}
+    older = {"settings": settings, "data": "a" * 32, "model": "m"}  # no data_digest_format
+    assert outputs.mismatch(older, today) is None
+    assert outputs.mismatch({**today, "data": "c" * 32}, today) == "from other training data (the rendered rows differ)"
+    assert outputs.mismatch({**older, "settings": {"stage": 2}}, today).startswith("with other settings")

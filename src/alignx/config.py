@@ -627,8 +627,9 @@ _TRAIN_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 # Settings that say how to run or where to write, not what is trained: a run resumed or compared with
 # other values of these is still the same run.
 RUN_CONTROL = ("resume", "overwrite_output_dir")
+# The chunking of the fused next-token loss is here too: it changes how the sum is rounded, not what is trained.
 OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit",
-               "data.num_proc", "data.cache_dir",
+               "data.num_proc", "data.cache_dir", "loss.ntp_chunk_size", "loss.ntp_chunk_mib",
                *(f"trainer.{name}" for name in HF_OPERATIONAL))
 
 # Settings added after runs were first recorded, with the value that does what alignx did before each existed: a

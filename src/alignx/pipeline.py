@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alignx.config import RUN_CONTROL, ConfigError, TrainConfig, opt, run_settings, section
+from alignx.config import ConfigError, TrainConfig, opt, run_settings, section
 from alignx.train import outputs
 from alignx.train import stage as train_stage
 from alignx.utils import read_json
@@ -46,14 +46,15 @@ class PipelineConfig:
 
 
 def _finished(cfg: TrainConfig) -> dict[str, Any] | None:
-    """The summary of an earlier, complete run of exactly these settings, else None.
+    """The summary of an earlier, complete run of these settings, else None.
 
-    "Exactly" ignores only resume and overwrite_output_dir, which say how a run is started, not what it trains."""
+    Settings that say how a run is started, logged or computed, not what it trains (:data:`OPERATIONAL`: resume, logging
+    and saving steps, data workers and cache, the chunking of the NTP sum), may differ."""
     path = Path(cfg.output_dir) / "train_summary.json"
     if not path.exists():
         return None
     done = read_json(path)
-    same = isinstance(done.get("config"), dict) and run_settings(done["config"], RUN_CONTROL) == run_settings(cfg, RUN_CONTROL)
+    same = isinstance(done.get("config"), dict) and run_settings(done["config"]) == run_settings(cfg)
     if not same or not (Path(done.get("final_model", "")) / "config.json").exists():
         return None
     log.info("stage %d: already finished with these settings (%s), skipping", cfg.stage, path)

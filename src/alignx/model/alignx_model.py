@@ -130,7 +130,8 @@ class AlignXModel(nn.Module):
         self.lam_head = LanguageMatchingHead(mload.hidden_size(lm), loss.lam_width, loss.lam_init_std) if self.use_lam else None
         # The fused loss needs the model to skip its own logits (logits_to_keep) and plain logits after it.
         self.fused = loss.ntp_chunk_size > 0 and mload.accepts_logits_to_keep(lm)
-        self.chunk_tokens = loss.ntp_chunk_tokens(lm.get_output_embeddings().weight.shape[0]) if self.fused else 0
+        head = lm.get_output_embeddings()  # out_features, not weight.shape: ZeRO-3 leaves the weight empty on a rank
+        self.chunk_tokens = loss.ntp_chunk_tokens(getattr(head, "out_features", None) or lm.config.vocab_size) if self.fused else 0
         self.softcap, self.logit_scale = mload.logit_transform(lm)
 
     @property

@@ -63,6 +63,11 @@ def model_digest(cfg: ModelConfig) -> str:
     return h.hexdigest()
 
 
+# The digest of the rendered rows a record holds: 2 = alignx.data.render.RowDigest (per-column int64 streams); records
+# without the field hold the repr-based digest of earlier versions, which is not compared (their settings still are).
+DATA_DIGEST_FORMAT = 2
+
+
 def make_record(cfg: TrainConfig, data_digest: str) -> dict[str, Any]:
     """The run's record: its settings, the digest of its rendered rows (:func:`alignx.data.render.data_digest`) and
     of its starting model."""
@@ -70,6 +75,7 @@ def make_record(cfg: TrainConfig, data_digest: str) -> dict[str, Any]:
         "kind": "alignx-run",
         "settings": run_settings(cfg),
         "data": data_digest,
+        "data_digest_format": DATA_DIGEST_FORMAT,
         "model": model_digest(cfg.model),
         "created": environment()["time"],
     }
@@ -105,7 +111,8 @@ def mismatch(recorded: dict[str, Any] | None, record: dict[str, Any]) -> str | N
         return "without a readable record of its settings"
     if recorded["settings"] != record["settings"]:
         return f"with other settings ({settings_diff(recorded['settings'], record['settings'])})"
-    if recorded.get("data") and record.get("data") and recorded["data"] != record["data"]:
+    same_format = recorded.get("data_digest_format") == record.get("data_digest_format")  # older records: another digest
+    if same_format and recorded.get("data") and record.get("data") and recorded["data"] != record["data"]:
         return "from other training data (the rendered rows differ)"
     if recorded.get("model") and record.get("model") and recorded["model"] != record["model"]:
         return "from another state of the model at model.name_or_path (its files changed)"
