@@ -164,3 +164,5 @@ def test_a_full_disk_in_torch_or_safetensors_words_is_named(error):
     assert line.startswith("alignx train: a file could not be written, most likely because the disk is full")
     assert "df -h" in line and "internal error" not in line
     assert cli.failure("train", RuntimeError("shape mismatch"))[0].startswith("alignx train: internal error")
+    truncated = RuntimeError("[enforce fail at inline_container.cc:145] . PytorchStreamReader failed reading zip archive: failed finding central directory")
+    assert cli.failure("train", truncated)[0].startswith("alignx train: internal error")  # reading a broken file is not a full disk

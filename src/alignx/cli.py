@@ -57,9 +57,10 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split("\n")).strip()
 
 
-# How a full disk reads when it is not an OSError: torch.save's zip writer (PytorchStreamWriter, inline_container.cc:
-# "unexpected pos ..." or "file write failed") and safetensors (Rust io::ErrorKind::StorageFull).
-_DISK_FULL = ("inline_container.cc", "PytorchStreamWriter failed writing", "No space left on device", "StorageFull")
+# How a full disk reads when it is not an OSError: torch.save's zip writer ("unexpected pos ...", "PytorchStreamWriter
+# failed writing file ...: file write failed") and safetensors (Rust io::ErrorKind::StorageFull). Its reader's errors
+# ("PytorchStreamReader failed reading zip archive": a truncated checkpoint) are not a full disk.
+_DISK_FULL = ("unexpected pos", "PytorchStreamWriter failed writing", "file write failed", "No space left on device", "StorageFull")
 
 
 def failure(name: str, e: BaseException) -> tuple[str, int]:
@@ -79,8 +80,8 @@ def failure(name: str, e: BaseException) -> tuple[str, int]:
     if any(s in text for s in _DISK_FULL):
         # torch's zip writer and safetensors report a full disk in words of their own, not as ENOSPC
         return (f"alignx {name}: a file could not be written, most likely because the disk is full ({type(e).__name__}: "
-                f"{text[:120]}); free space (df -h) or choose an output_dir on another disk, then rerun (training resumes "
-                "from its last complete checkpoint; nothing half-written is left behind)"), 1
+                f"{text[:120]}); free space (df -h; /dev/shm too) or choose an output_dir on another disk, then rerun "
+                "(training resumes from its last complete checkpoint; nothing half-written is left behind)"), 1
     return f"alignx {name}: internal error: {type(e).__name__}: {_one_line(e)} (ALIGNX_DEBUG=1 shows the traceback)", 1
 
 
