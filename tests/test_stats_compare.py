@@ -92,8 +92,10 @@ def test_compare_pools_seeds_and_reports_intervals(tmp_path: Path):
     cfg = load_config(CompareConfig, overrides={
         "runs_dir": str(tmp_path), "groups": {"ax": ["ax_s0", "ax_s1"]}, "pairs": ["ax:cpt"], "layer": 1,
         "analyses": {"in-domain": "analysis.json"}, "n_boot": 300,
+        "labels": {"ax": "not the reference: test variant", "unused": "never compared"},
     })
     res = compare(cfg)
+    assert res["labels"] == {"ax": "not the reference: test variant"}
     rows = {r["metric"]: r for r in res["differences"]}
     mexa = rows["MEXA L1 mean (in-domain)"]
     # seed-pooled A: de 19/20, fr 18/20; B: de 2/10, fr 2/10 -> mean over languages of the differences, in points
@@ -104,7 +106,7 @@ def test_compare_pools_seeds_and_reports_intervals(tmp_path: Path):
     assert rows["perplexity en (relative)"]["delta"] == pytest.approx(100 * (math.exp(1.0) / math.exp(1.1) - 1))
     assert res["seed_spread"]["ax"]["MEXA L1 mean (in-domain)"]["seeds"] == 2
     md = (tmp_path / "comparison.md").read_text()
-    assert "ax vs cpt" in md and "(2 seeds)" in md
+    assert "ax vs cpt" in md and "(2 seeds)" in md and "- `ax`: not the reference: test variant" in md
     assert (tmp_path / "differences.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -30,6 +30,9 @@ class CompareConfig:
     runs_dir: str = opt("runs/experiment", "directory with one sub-directory per arm (as written by alignx experiment)")
     groups: dict[str, list[str]] = opt({}, "group name -> arm names trained with different seeds; an arm in no group is its own group")
     pairs: list[str] = opt([], "comparisons 'a:b' (group or arm names): each metric is reported as a - b")
+    labels: dict[str, str] = opt(
+        {}, "group or arm name -> what it is (e.g. 'not the reference: ...'), listed under the table and the plot"
+    )
     layer: int = opt(-1, "hidden_states index whose MEXA is compared (-1: the recommended layer of b's first arm)")
     pooling: str = opt("mean", "analysis variant: mean | last | mean_centred | last_centred")
     analyses: dict[str, str] = opt(
@@ -190,13 +193,14 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "differences": rows,
         "seed_spread": spreads,
         "notes": notes,
+        "labels": {n: cfg.labels[n] for n in dict.fromkeys(x for r in rows for x in (r["a"], r["b"])) if n in cfg.labels},
     }
     out = Path(cfg.output_dir or root)
     write_json(out / "comparison.json", result)
     (out / "comparison.md").write_text(markdown(result), encoding="utf-8")
     from alignx.report.plots import plot_differences
 
-    plot_differences(rows, out / "differences.png")
+    plot_differences(rows, out / "differences.png", result["labels"])
     return result
 
 
@@ -224,6 +228,8 @@ def markdown(result: dict[str, Any]) -> str:
             delta = "n/a"
         lines.append(f"| {r['a']} vs {r['b']} | {r['metric']} | {_spread_text(r['a_seeds'])} | {_spread_text(r['b_seeds'])} | {delta} | {r['n']} | {sig} |")
     text = "\n".join(lines) + "\n\nSeed spread: mean ± sample sd over the arms of a group. Intervals: " + result["interval"] + ".\n"
+    if result.get("labels"):
+        text += "\nNames:\n" + "\n".join(f"- `{name}`: {label}" for name, label in result["labels"].items()) + "\n"
     if result.get("notes"):
         text += "\n" + "\n".join(f"- {n}" for n in result["notes"]) + "\n"
     return text

@@ -180,11 +180,18 @@ def plot_grouped_bars(values: dict[str, dict[str, float | None]], ylabel: str, t
     return _save(fig, path)
 
 
-def plot_differences(rows: list[dict[str, Any]], path: Path) -> Path:
+def plot_differences(rows: list[dict[str, Any]], path: Path, labels: dict[str, str] | None = None) -> Path:
     """Forest plot of ``alignx compare`` rows: one panel per metric, one line per comparison a − b with its
-    95% interval; a dashed line at 0 (an interval that crosses it is not a claim)."""
+    95% interval; a dashed line at 0 (an interval that crosses it is not a claim). ``labels`` (name -> what it is)
+    are listed under the panels."""
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    fig = _figure(7.5, max(2.0, 1.0 + 0.9 * sum(1 + sum(r["metric"] == m for r in rows) * 0.35 for m in metrics)))
+    labels = labels or {}
+    legend = "\n".join(f"{name}: {label}" for name, label in labels.items())
+    height = max(2.0, 1.0 + 0.9 * sum(1 + sum(r["metric"] == m for r in rows) * 0.35 for m in metrics)) + 0.16 * len(labels)
+    fig = _figure(7.5, height)
+    if legend:
+        fig.get_layout_engine().set(rect=(0, 0.16 * len(labels) / height, 1, 1 - 0.16 * len(labels) / height))
+        fig.text(0.01, 0.005, legend, fontsize=6.5, va="bottom", ha="left", wrap=True)
     axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0] if metrics else []
     for ax, metric in zip(axes, metrics, strict=True):
         sel = [r for r in rows if r["metric"] == metric]
