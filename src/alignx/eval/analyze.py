@@ -97,7 +97,7 @@ class AnalyzeConfig:
 
 
 def read_pivot_pairs(paths: list[str], pivot: str) -> PairsByLang:
-    """Pairs (pivot sentence, translation) per language from parallel files (.jsonl, .tsv, Moses), in file order.
+    """Pairs (pivot sentence, translation) per language from parallel sources (any format alignx.data.readers reads), in file order.
 
     Rows whose languages do not include the pivot are ignored; either side may be the pivot.
     Duplicate pivot sentences keep their first translation (duplicates would tie in MEXA).

@@ -83,7 +83,7 @@ def parse_direction(text: str) -> tuple[str, str]:
 
 
 def read_parallel_jsonl(path: str | Path) -> list[Pair]:
-    """Parallel rows via :func:`alignx.data.readers.read_parallel` (.jsonl, .tsv or a Moses prefix); errors name file:line."""
+    """Parallel rows via :func:`alignx.data.readers.read_parallel` (any source it reads); errors name file:line."""
     from alignx.data.readers import read_parallel
 
     return [Pair(p.src, p.tgt, p.src_lang, p.tgt_lang) for p in read_parallel(path)]
