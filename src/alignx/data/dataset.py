@@ -130,6 +130,7 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
         return TrainData(_load(dest, meta), meta["counts"], meta["digest"], str(dest), True)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))  # ours alone, also with other machines on a shared disk
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of a shared cache
     try:
         every, counts, summary = _build(d, stage, tokenizer, loss_on_prompt, staging)
         files = [Path(f["filename"]).name for f in every.cache_files]
