@@ -32,7 +32,6 @@ from typing import Any
 
 from alignx.config import DataConfig
 from alignx.data.readers import (
-    DataError,
     Instruction,
     Pair,
     ReadStats,
@@ -262,22 +261,13 @@ _PAIR_SCHEMA, _INSTRUCTION_SCHEMA = _schemas()
 
 
 def _pair_rows(source: str, on_bad_row: str, stats: ReadStats) -> Iterator[dict[str, Any]]:
-    before = stats.read
     for p in iter_parallel(source, on_bad_row, stats):
         yield {"src": p.src, "tgt": p.tgt, "src_lang": p.src_lang, "tgt_lang": p.tgt_lang}
-    _nonempty(source, stats, before)
 
 
 def _instruction_rows(source: str, on_bad_row: str, stats: ReadStats) -> Iterator[dict[str, Any]]:
-    before = stats.read
     for r in iter_instructions(source, on_bad_row, stats):
         yield {"messages": r.messages, "lang": r.lang, "alpaca": list(r.alpaca) if r.alpaca is not None else None}
-    _nonempty(source, stats, before)
-
-
-def _nonempty(source: str, stats: ReadStats, before: int) -> None:
-    if stats.read == before:
-        raise DataError(f"{source}: no rows (only blank lines); give a file with rows")
 
 
 def _arrow(path: Path, rows: Iterator[dict[str, Any]], schema: Any) -> Any:

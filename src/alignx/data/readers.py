@@ -439,21 +439,15 @@ def instruction_from_row(row: Any, where: str) -> Instruction:
 
 def iter_parallel(source: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> Iterator[Pair]:
     """The pairs of a parallel source (see module docstring), in order. ``on_bad_row='error'`` raises
-    :class:`DataError` at the first bad row; ``'skip'`` skips it and counts the reason in ``stats``."""
+    :class:`DataError` at the first bad row; ``'skip'`` skips it and counts the reason in ``stats``. A source with no
+    rows at all is a DataError once it is read."""
     stats = stats if stats is not None else ReadStats()
+    before = stats.read
     if not (isinstance(source, str) and source.startswith(HUB_PREFIX)) and not Path(source).exists():
         yield from _moses_pairs(Path(source), on_bad_row, stats)
-        return
-    if not (isinstance(source, str) and source.startswith(HUB_PREFIX)):
-        check_data_file(source)
-    for where, row in records(source, header=PAIR_FIELDS):
-        stats.read += 1
-        try:
-            if isinstance(row, DataError):
-                raise row
-            yield pair_from_row(row, where)
-        except DataError as e:
-            stats.reject(e, on_bad_row)
+    else:
+        yield from _parsed(records(source, header=PAIR_FIELDS), pair_from_row, on_bad_row, stats)
+    _nonempty(stats, before, source)
 
 
 def _moses_pairs(path: Path, on_bad_row: str, stats: ReadStats) -> Iterator[Pair]:
@@ -479,34 +473,37 @@ def _moses_pairs(path: Path, on_bad_row: str, stats: ReadStats) -> Iterator[Pair
 
 
 def iter_instructions(source: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> Iterator[Instruction]:
-    """The rows of an instruction source in any supported format (see module docstring), in order."""
+    """The rows of an instruction source in any supported format (see module docstring), in order; as
+    :func:`iter_parallel` for bad rows and empty sources."""
     stats = stats if stats is not None else ReadStats()
-    for where, row in records(source):
+    before = stats.read
+    yield from _parsed(records(source), instruction_from_row, on_bad_row, stats)
+    _nonempty(stats, before, source)
+
+
+def _parsed(rows: Iterator[tuple[str, Any]], parse: Any, on_bad_row: str, stats: ReadStats) -> Iterator[Any]:
+    """``parse(row, where)`` of each record, counting it in ``stats``; a bad one raised or skipped (``on_bad_row``)."""
+    for where, row in rows:
         stats.read += 1
         try:
             if isinstance(row, DataError):
                 raise row
-            yield instruction_from_row(row, where)
+            yield parse(row, where)
         except DataError as e:
             stats.reject(e, on_bad_row)
 
 
 def read_parallel(path: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> list[Pair]:
-    """All pairs of a parallel source (:func:`iter_parallel`); a DataError when it holds no rows at all."""
-    stats = stats if stats is not None else ReadStats()
-    before = stats.read
-    return _nonempty(list(iter_parallel(path, on_bad_row, stats)), stats, before, path)
+    """All pairs of a parallel source (:func:`iter_parallel`)."""
+    return list(iter_parallel(path, on_bad_row, stats))
 
 
 def read_instructions(path: str | Path, on_bad_row: str = "error", stats: ReadStats | None = None) -> list[Instruction]:
-    """All rows of an instruction source (:func:`iter_instructions`); a DataError when it holds no rows at all."""
-    stats = stats if stats is not None else ReadStats()
-    before = stats.read
-    return _nonempty(list(iter_instructions(path, on_bad_row, stats)), stats, before, path)
+    """All rows of an instruction source (:func:`iter_instructions`)."""
+    return list(iter_instructions(path, on_bad_row, stats))
 
 
-def _nonempty(rows: list, stats: ReadStats, before: int, path: str | Path) -> list:
-    """``rows``, or a DataError when the source held no rows at all (only blank lines)."""
+def _nonempty(stats: ReadStats, before: int, source: str | Path) -> None:
+    """A DataError when the source held no rows at all (only blank lines)."""
     if stats.read == before:
-        raise DataError(f"{path}: no rows (only blank lines); give a file with rows")
-    return rows
+        raise DataError(f"{source}: no rows (only blank lines); give a file with rows")
