@@ -33,6 +33,17 @@ SENTENCES = [
 ]
 
 
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmark scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"alignx_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def make_tokenizer(extra_texts: list[str] | None = None):
     """A byte-level BPE fast tokenizer trained offline on the test sentences (BOS/EOS/PAD set)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -4,23 +4,19 @@ the script, before = the committed HEAD, after = this checkout (deselected by de
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import save_tiny_model
+from conftest import load_benchmark, save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "analysis_speed.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("alignx_bench_analysis_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("analysis_speed")
 
 
 def _analysis() -> dict:

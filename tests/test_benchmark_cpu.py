@@ -3,21 +3,19 @@ whole script with its JSON report (deselected by default; run with ``pytest -m b
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("alignx_bench_train_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_step")
 
 
 @pytest.mark.benchmark

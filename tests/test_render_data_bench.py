@@ -3,7 +3,6 @@ against the committed HEAD (deselected by default; ``pytest -m benchmark``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,16 +14,13 @@ from alignx.config import DataConfig
 from alignx.data import dataset as data_mod
 from alignx.data.readers import read_parallel
 from alignx.data.render import both_directions, render_translation
-from conftest import make_tokenizer, save_tiny_model, write_pairs
+from conftest import load_benchmark, make_tokenizer, save_tiny_model, write_pairs
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "render_data.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("alignx_bench_render_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("render_data")
 
 
 def test_checksum_is_the_same_for_examples_and_dataset_rows_and_sees_a_change(tmp_path):
