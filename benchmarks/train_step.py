@@ -137,10 +137,17 @@ def build_model(preset: str, device: torch.device, dtype: torch.dtype, attn: str
     return model.to(dtype)
 
 
-def model_config(name: str) -> Any:
+def model_config(name: str, weights: str = "pretrained") -> Any:
     """The HF config of ``--model`` (``packaged:<key>``: of the converted directory in alignx's cache), or a
-    one-line ConfigError."""
+    one-line ConfigError. With random weights a local directory needs only its config.json (e.g. a config
+    copied alone to a GPU machine, without the weights)."""
     try:
+        if weights == "random":
+            path, _ = mload.resolve_path(name)
+            if (Path(path) / "config.json").is_file():
+                from transformers import AutoConfig
+
+                return AutoConfig.from_pretrained(path)
         return mload.check_model_path(ModelConfig(name_or_path=name))
     except PackagedModelError as e:
         raise ConfigError(f"--model {name}: {e}") from None
@@ -161,7 +168,7 @@ def build_lm(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
     else:
         from transformers import AutoModelForCausalLM
 
-        lm = AutoModelForCausalLM.from_config(model_config(args.model), dtype=dtype, attn_implementation=args.attn)
+        lm = AutoModelForCausalLM.from_config(model_config(args.model, args.weights), dtype=dtype, attn_implementation=args.attn)
     lm.config.use_cache = False
     return lm.to(device)
 
@@ -600,7 +607,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.model_config = None
     if args.model and not args.worker:  # before any model is built (exit 2, one line)
         try:
-            args.model_config = shape_summary(model_config(args.model))
+            args.model_config = shape_summary(model_config(args.model, args.weights))
             args.model_dir = mload.resolve_path(args.model)[0]
         except ConfigError as e:
             p.error(str(e))
