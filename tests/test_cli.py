@@ -57,6 +57,21 @@ def test_cli_help_and_errors(capsys):
     assert "loss.tau must be > 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["eval", "analyze", "demo", "experiment", "export"])
+def test_one_process_commands_refuse_several_processes(command, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main([command, "output_dir=/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "WORLD_SIZE=2" in err and "without accelerate launch" in err
+
+
+def test_train_is_not_refused_under_several_processes(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["train", "loss.tau=-1"]) == 2  # reaches the settings check, i.e. past the process-count gate
+    assert "loss.tau must be > 0" in capsys.readouterr().err
+    assert cli.main(["eval", "--help"]) == 0  # help is not work
+
+
 def test_positional_runs_for_report():
     files, overrides, _ = cli.parse_args(["runs/a", "runs/b", "title=x"], "runs")
     assert overrides == ["title=x", "runs=[runs/a,runs/b]"]

@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "experiment": ("alignx.experiment", "alignx.experiment:ExperimentConfig", "run experiment arms (override files) and compare them"),
 }
 
+# Commands that split their work across the processes of `accelerate launch` / torchrun. The others would run whole
+# in every process (N copies of an evaluation writing the same files), so they refuse to start under several.
+MULTI_PROCESS = frozenset({"train", "pipeline"})
+
 USAGE = """usage: alignx <command> [--config FILE.yaml ...] [key=value ...]
 
 Settings come from the config class defaults, then each --config file in order, then key=value
@@ -149,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(cfg_cls, "help_footer"):
             print("\n" + cfg_cls.help_footer())
         return 0
+    world_size = os.environ.get("WORLD_SIZE", "1")
+    if name not in MULTI_PROCESS and world_size.isdigit() and int(world_size) > 1:
+        print(f"alignx {name}: runs in one process, and this is one of {world_size} (WORLD_SIZE={world_size}): every "
+              f"process would run the whole command and write the same files; run `alignx {name} ...` without "
+              "accelerate launch / torchrun (only train and pipeline split work across processes)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(cfg_cls, files, overrides)
