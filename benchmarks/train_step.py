@@ -614,6 +614,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.peak_flops is None and args.device.startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         args.peak_flops = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    if args.quiet:  # transformers' own bars too ("Loading weights")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     return args
 
 
