@@ -72,6 +72,27 @@ def test_train_is_not_refused_under_several_processes(monkeypatch, capsys):
     assert cli.main(["eval", "--help"]) == 0  # help is not work
 
 
+def test_failure_line_is_not_glued_to_an_open_progress_bar(monkeypatch, capsys):
+    """A command that fails with a progress bar open (no newline after it) still prints its one line on a line of
+    its own."""
+    import sys
+
+    from tqdm import tqdm
+
+    from alignx.eval import analyze
+
+    def fails(cfg):
+        bar = tqdm(total=6, file=sys.stderr, mininterval=0)
+        bar.update(4)  # drawn, left open: the cursor stays at the end of the bar
+        raise ConfigError("analyze.pairs: no such file")
+
+    monkeypatch.setattr(analyze, "main", fails)
+    assert cli.main(["analyze"]) == 2
+    err = capsys.readouterr().err
+    lines = [part.strip() for line in err.splitlines() for part in line.split("\r")]
+    assert "alignx analyze: analyze.pairs: no such file" in lines
+
+
 def test_positional_runs_for_report():
     files, overrides, _ = cli.parse_args(["runs/a", "runs/b", "title=x"], "runs")
     assert overrides == ["title=x", "runs=[runs/a,runs/b]"]

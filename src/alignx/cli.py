@@ -89,6 +89,17 @@ def failure(name: str, e: BaseException) -> tuple[str, int]:
     return f"alignx {name}: internal error: {type(e).__name__}: {_one_line(e)} (ALIGNX_DEBUG=1 shows the traceback)", 1
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed command left open, so that its one-line message starts a line of its own
+    (an open bar ends without a newline, and the message would be glued to it)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001, S112 - a bar that cannot close must not hide the message
+            continue
+
+
 def _load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -167,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug():
             raise
         message, status = failure(name, e)
+        _close_progress_bars()
         print(message, file=sys.stderr)
         return status
     return 0
