@@ -302,7 +302,8 @@ def timing_summary(times: list[float], cpu_times: list[float], tokens: list[int]
         "first_step_s": first_step_s,
         "tokens_per_step": statistics.fmean(tokens),
         "padded_tokens_per_step": args.batch * args.seq,
-        "tokens_per_s": tokens_per_s,
+        "tokens_per_s": tokens_per_s,  # all tokens / all step time: one slow step lowers it
+        "tokens_per_s_median": statistics.median(n / t for n, t in zip(tokens, times, strict=True)),
         "mfu": flops["flops_per_token"] * tokens_per_s / peak_flops if peak_flops else None,
         "mfu_excl_head": flops["flops_per_token_excl_head"] * tokens_per_s / peak_flops if peak_flops else None,
     }
