@@ -145,12 +145,24 @@ def model_config(name: str, weights: str = "pretrained") -> Any:
         if weights == "random":
             path, _ = mload.resolve_path(name)
             if (Path(path) / "config.json").is_file():
-                from transformers import AutoConfig
-
-                return AutoConfig.from_pretrained(path)
+                return _config_only(name, path)
         return mload.check_model_path(ModelConfig(name_or_path=name))
     except PackagedModelError as e:
         raise ConfigError(f"--model {name}: {e}") from None
+
+
+def _config_only(name: str, path: str) -> Any:
+    """The causal-LM config in ``path``/config.json, or a one-line ConfigError (no weights needed)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the file is at fault: one line
+        raise ConfigError(f"--model {name}: cannot read {Path(path) / 'config.json'}: {str(e).splitlines()[0]}") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ConfigError(f"--model {name}: a {config.model_type!r} model, which transformers cannot load as a causal LM")
+    return config
 
 
 def shape_summary(config: Any) -> dict[str, Any]:
@@ -615,10 +627,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.peak_flops is None and args.device.startswith("cuda") and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
         args.peak_flops = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    if args.quiet:  # transformers' own bars too ("Loading weights")
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     return args
 
 
@@ -719,4 +727,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    if "--quiet" in sys.argv:  # transformers' own bars too ("Loading weights"); process-wide, so only as a script
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     main()

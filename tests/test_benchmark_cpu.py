@@ -165,8 +165,14 @@ def test_short_rows_hold_both_spans() -> None:
 
 def test_bad_inputs_exit_2(tmp_path: Path) -> None:
     bench = _load_script()
+    broken, encoder = tmp_path / "broken", tmp_path / "encoder"  # config.json alone: enough for --weights random
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    encoder.mkdir()
+    (encoder / "config.json").write_text('{"model_type": "t5"}')
     for argv in (["--model", str(tmp_path / "missing")], ["--preset", "micro", "--model", "packaged:x"],
-                 ["--preset", "micro", "--interleave", "--grad-ckpt"], ["--preset", "micro", "--variants", "a,z"]):
+                 ["--preset", "micro", "--interleave", "--grad-ckpt"], ["--preset", "micro", "--variants", "a,z"],
+                 ["--model", str(broken), "--weights", "random"], ["--model", str(encoder), "--weights", "random"]):
         with pytest.raises(SystemExit) as e:
             bench.parse_args(argv)
         assert e.value.code == 2, argv

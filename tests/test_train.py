@@ -98,7 +98,8 @@ def test_logged_losses_equal_the_reference_computation(tmp_path, tiny_llama_dir,
 @pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile (inductor) needs a C++ compiler on CPU")
 def test_torch_compile_through_the_trainer_gives_the_eager_losses(tmp_path, tiny_llama_dir, pairs_file):
     """`trainer.torch_compile=true` (TrainingArguments' field, passed through) trains the AlignX wrapper compiled: the
-    same three loss terms, step by step, as the eager run (~1.5 min on 2 CPU cores, most of it compiling)."""
+    same loss and three loss terms, step by step, as the eager run, up to the reordered float sums of compiled kernels
+    (~1.5 min on 2 CPU cores, most of it compiling)."""
     common = (f"data.parallel=[{pairs_file}]", "loss.ntp_chunk_size=16")
     eager = stage.main(_cfg(tiny_llama_dir, tmp_path / "eager", *common))["history"]
     from torch._dynamo.utils import counters
@@ -111,7 +112,7 @@ def test_torch_compile_through_the_trainer_gives_the_eager_losses(tmp_path, tiny
     compiled = [[h[k] for k in terms] for h in compiled if "loss" in h]
     assert len(eager) == len(compiled) == 3
     for e, c in zip(eager, compiled, strict=True):
-        assert c == pytest.approx(e, rel=1e-5)
+        assert c == pytest.approx(e, rel=1e-4)
 
 
 def test_stage2_sft_with_instructions_and_translation(tmp_path, tiny_llama_dir, pairs_file):
