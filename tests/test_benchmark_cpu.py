@@ -176,3 +176,15 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as e:
             bench.parse_args(argv)
         assert e.value.code == 2, argv
+
+
+def test_plot_reads_result_json(tmp_path: Path) -> None:
+    """plot_train_step.py draws a committed result (per-process CPU run) to a PNG; a missing file exits 2."""
+    plot = load_benchmark("plot_train_step")
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    out = tmp_path / "steps.png"
+    plot.main([str(results / "cpu_tiny.json"), str(results / "h200_gemma3-270m_shape.json"), "--out", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit) as e:
+        plot.main([str(tmp_path / "missing.json"), "--out", str(out)])
+    assert e.value.code == 2
