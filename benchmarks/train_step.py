@@ -142,27 +142,9 @@ def model_config(name: str, weights: str = "pretrained") -> Any:
     one-line ConfigError. With random weights a local directory needs only its config.json (e.g. a config
     copied alone to a GPU machine, without the weights)."""
     try:
-        if weights == "random":
-            path, _ = mload.resolve_path(name)
-            if (Path(path) / "config.json").is_file():
-                return _config_only(name, path)
-        return mload.check_model_path(ModelConfig(name_or_path=name))
+        return mload.check_model_path(ModelConfig(name_or_path=name), need_weights=weights == "pretrained")
     except PackagedModelError as e:
         raise ConfigError(f"--model {name}: {e}") from None
-
-
-def _config_only(name: str, path: str) -> Any:
-    """The causal-LM config in ``path``/config.json, or a one-line ConfigError (no weights needed)."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the file is at fault: one line
-        raise ConfigError(f"--model {name}: cannot read {Path(path) / 'config.json'}: {str(e).splitlines()[0]}") from None
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ConfigError(f"--model {name}: a {config.model_type!r} model, which transformers cannot load as a causal LM")
-    return config
 
 
 def shape_summary(config: Any) -> dict[str, Any]:

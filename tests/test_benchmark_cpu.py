@@ -181,10 +181,24 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
 def test_plot_reads_result_json(tmp_path: Path) -> None:
     """plot_train_step.py draws a committed result (per-process CPU run) to a PNG; a missing file exits 2."""
     plot = load_benchmark("plot_train_step")
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    results = SCRIPT.parent / "results"
     out = tmp_path / "steps.png"
     plot.main([str(results / "cpu_tiny.json"), str(results / "h200_gemma3-270m_shape.json"), "--out", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit) as e:
         plot.main([str(tmp_path / "missing.json"), "--out", str(out)])
+    assert e.value.code == 2
+
+
+def test_random_weights_need_only_a_config(tmp_path: Path) -> None:
+    """--weights random takes a directory holding config.json alone (a config carried to a GPU machine);
+    the model's own weights (the default) still need the weight files."""
+    from transformers import LlamaConfig
+
+    bench = _load_script()
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4).save_pretrained(tmp_path)
+    args = bench.parse_args(["--model", str(tmp_path), "--weights", "random"])
+    assert args.model_config["model_type"] == "llama" and args.model_config["num_hidden_layers"] == 2
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--model", str(tmp_path)])
     assert e.value.code == 2

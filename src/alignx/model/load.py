@@ -62,11 +62,12 @@ def first_line(e: BaseException) -> str:
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def check_model_path(cfg: ModelConfig) -> Any:
+def check_model_path(cfg: ModelConfig, need_weights: bool = True) -> Any:
     """The HF config of ``model.name_or_path``, or a one-line ConfigError saying why it is not a causal LM.
 
     Cheap (reads config.json and the safetensors headers, loads no weights), so every command calls it
-    before any work or write."""
+    before any work or write. ``need_weights=False`` accepts a local directory holding only config.json
+    (a model to be built with random weights)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -85,9 +86,10 @@ def check_model_path(cfg: ModelConfig) -> Any:
         else:
             if not (local / "config.json").is_file():
                 raise ConfigError(f"{where}: no config.json, so not a Hugging Face model directory")
-            if not any((local / f).is_file() for f in WEIGHT_FILES):
-                raise ConfigError(f"{where}: no weights ({', '.join(WEIGHT_FILES)})")
-            _check_safetensors(local)
+            if need_weights:
+                if not any((local / f).is_file() for f in WEIGHT_FILES):
+                    raise ConfigError(f"{where}: no weights ({', '.join(WEIGHT_FILES)})")
+                _check_safetensors(local)
     elif path.startswith((".", "/", "~")) or path.count("/") > 1:  # a path, not a hub id (owner/name)
         raise ConfigError(f"{where}: no such directory")
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
