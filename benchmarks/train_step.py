@@ -95,12 +95,30 @@ VARIANTS = {
     "c": "AlignXModel NTP + L_CTR + L_LAM (0.3 / 0.4), hook capture",
     "c_hs": "(c) with output_hidden_states=True capture instead of hooks",
     "c_sep": "(c) with loss.ctr_inputs=separate: x and y re-encoded alone for L_CTR (not the reference)",
+    "c_sep_rc": "(c_sep) with loss.ntp_backend=recompute: each NTP chunk's logits recomputed in backward (the fused "
+                "loss before the gradient-in-forward path)",
     "d": "(c) + torch.compile",
+    "d_sep": "(c_sep) + torch.compile",
     "e": "(c) + gradient checkpointing",
 }
-# Variants that differ only in the wrapper around the LM, so --interleave can time them on one shared model
-# (d compiles it, e switches gradient checkpointing on for every wrapper).
-INTERLEAVABLE = ("a", "b", "c", "c_hs", "c_sep")
+# Any variant may end in @bf16: its forward and loss run under torch.autocast(bfloat16) over the fp32 weights, as the
+# HF Trainer runs them with model.autocast=bf16 (backward and the optimiser step outside autocast).
+PRECISIONS = ("fp32", "bf16")
+# Variants that differ only in the wrapper around the LM (or the autocast), so --interleave can time them on one
+# shared model (e switches gradient checkpointing on for every wrapper; d and d_sep compile a wrapper, not the LM,
+# and are interleavable since issue 22).
+INTERLEAVABLE = ("a", "b", "c", "c_hs", "c_sep", "c_sep_rc", "d", "d_sep")
+
+
+def split_variant(variant: str) -> tuple[str, str]:
+    """("c_sep", "bf16") from "c_sep@bf16"; the precision is fp32 without a suffix."""
+    base, _, precision = variant.partition("@")
+    return base, precision or "fp32"
+
+
+def describe(variant: str) -> str:
+    base, precision = split_variant(variant)
+    return VARIANTS[base] + ("; forward + loss under bf16 autocast" if precision == "bf16" else "")
 MIN_TIMED_STEPS = 5  # issue 11: at least 5 timed steps per variant for a median and an IQR
 
 # Dense bf16 peak FLOP/s (no sparsity) by device-name substring; override with --peak-flops.
@@ -164,6 +182,8 @@ def build_lm(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
 
         lm = AutoModelForCausalLM.from_config(model_config(args.model, args.weights), dtype=dtype, attn_implementation=args.attn)
     lm.config.use_cache = False
+    if args.freeze_embeddings:
+        mload.freeze_embeddings(lm)  # model.freeze_embeddings=true, as the cpu_gemma3 experiments train
     return lm.to(device)
 
 
@@ -241,33 +261,43 @@ def _rss() -> int:
 
 
 def wrap(variant: str, lm: nn.Module, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, LossConfig | None]:
-    """The module ``variant`` steps and its loss weights: ``lm`` itself for (a), else an AlignXModel around it."""
+    """The module ``variant`` steps and its loss weights: ``lm`` itself for (a), else an AlignXModel around it
+    (compiled for d, d_sep)."""
+    variant, _ = split_variant(variant)
     if variant == "a":
         return lm, None
     ntp_only = variant == "b"
+    separate = variant in ("c_sep", "c_sep_rc", "d_sep")
     loss_cfg = LossConfig(lambda_ctr=0.0 if ntp_only else 0.3, lambda_lam=0.0 if ntp_only else 0.4,
-                          ntp_chunk_size=args.chunk_size, ntp_chunk_mib=args.chunk_mib, ctr_inputs="separate" if variant == "c_sep" else "in_context")
+                          ntp_chunk_size=args.chunk_size, ntp_chunk_mib=args.chunk_mib,
+                          ctr_inputs="separate" if separate else "in_context",
+                          ntp_backend="recompute" if variant == "c_sep_rc" else "auto")
     if variant == "e":
         mload.enable_gradient_checkpointing(lm)
     model = AlignXModel(lm, loss_cfg, with_alignment=True,
                         capture="hidden_states" if variant == "c_hs" else "hooks").to(device)
     model.train()
+    if variant in ("d", "d_sep"):
+        model = torch.compile(model)  # an OptimizedModule over the same parameters
     return model, loss_cfg
 
 
 def train_step(model: Any, loss_cfg: LossConfig | None, optim: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-               terms: list[dict[str, float]]) -> float:
-    """Forward, backward, AdamW step, zero_grad; returns the loss. AlignX steps append their loss terms to ``terms``."""
-    if loss_cfg is None:  # (a): the model's own loss over full logits
-        # Only the loss is kept, as the HF Trainer keeps it: holding the output would keep the B x T x V logits
-        # alive through backward and inflate (a)'s peak memory.
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                     use_cache=False).loss
-    else:
-        out = model(**batch)
-        loss = combine_losses(out, loss_cfg.lambda_ctr, loss_cfg.lambda_lam, None, 1, 1)
-        terms.append({"ntp": float(out["ntp_sum"].detach() / out["ntp_count"]), "ctr": float(out["ctr"].detach()),
-                      "lam": float(out["lam"].detach())})
+               terms: list[dict[str, float]], precision: str = "fp32") -> float:
+    """Forward, backward, AdamW step, zero_grad; returns the loss. AlignX steps append their loss terms to ``terms``.
+    ``precision`` bf16: forward and loss under bf16 autocast, as the HF Trainer (accelerate) runs them."""
+    device_type = next(iter(batch.values())).device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if loss_cfg is None:  # (a): the model's own loss over full logits
+            # Only the loss is kept, as the HF Trainer keeps it: holding the output would keep the B x T x V logits
+            # alive through backward and inflate (a)'s peak memory.
+            loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                         use_cache=False).loss
+        else:
+            out = model(**batch)
+            loss = combine_losses(out, loss_cfg.lambda_ctr, loss_cfg.lambda_lam, None, 1, 1)
+            terms.append({"ntp": float(out["ntp_sum"].detach() / out["ntp_count"]), "ctr": float(out["ctr"].detach()),
+                          "lam": float(out["lam"].detach())})
     loss.backward()
     optim.step()
     optim.zero_grad(set_to_none=True)
@@ -323,7 +353,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     model, loss_cfg = wrap(variant, lm, args, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0, fused=device.type == "cuda")
-    step_model = torch.compile(model) if variant == "d" else model
+    step_model = model  # d and d_sep: compiled by wrap
+    precision = split_variant(variant)[1]
     batches = make_batches(min(4, args.warmup + args.steps), lm, args, device)
     terms: list[dict[str, float]] = []  # per-term losses of each AlignX step (checked against the spec in tests)
 
@@ -334,7 +365,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     for i in tqdm(range(args.warmup), desc=f"{variant} warmup", file=sys.stderr, disable=args.quiet):
         _sync(device)
         t0 = time.perf_counter()
-        losses.append(train_step(step_model, loss_cfg, optim, batches[i % len(batches)], terms))
+        losses.append(train_step(step_model, loss_cfg, optim, batches[i % len(batches)], terms, precision))
         _sync(device)
         if i == 0:
             first_step_s = time.perf_counter() - t0
@@ -345,7 +376,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         batch = batches[(args.warmup + i) % len(batches)]
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        losses.append(train_step(step_model, loss_cfg, optim, batch, terms))
+        losses.append(train_step(step_model, loss_cfg, optim, batch, terms, precision))
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
@@ -363,7 +394,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "variant": variant,
-        "description": VARIANTS[variant],
+        "description": describe(variant),
         **timing_summary(times, cpu_times, tokens, args, flops, first_step_s),
         "threads": torch.get_num_threads(),
         "memory": memory,
@@ -414,7 +445,7 @@ def run_interleaved(variants: list[str], args: argparse.Namespace) -> dict[str, 
             model, loss_cfg = wrapped[v]
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-            loss = train_step(model, loss_cfg, optim, batch, terms[v])
+            loss = train_step(model, loss_cfg, optim, batch, terms[v], split_variant(v)[1])
             _sync(device)
             seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
             if r == 0:
@@ -482,6 +513,12 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "step_time_d_over_c": _ratio(med("d"), med("c")),
         "step_time_e_over_c": _ratio(med("e"), med("c")),
         "memory_e_over_a": _ratio(peak("e"), peak("a")),
+        # issue 22: each variant's speed-up over the fp32 recomputing path (c_sep_rc: alignx before the issue), paired
+        # by round: median over rounds of step(c_sep_rc) / step(v) (1 + overhead, inverted), with its IQR
+        "speedup_over_c_sep_rc_paired": {
+            v: {k: (1 / (1 + o[k]) if k in ("median", "q1", "q3") else o[k]) for k in ("median", "q1", "q3", "n")}
+            for v in results if v != "c_sep_rc" and (o := paired_overhead(results, v, "c_sep_rc")) is not None
+        },
     }
     best_mfu = max((r["mfu"] for r in results.values() if r["mfu"] is not None), default=None)
     mem = ratios["memory_c_over_a"]
@@ -491,6 +528,11 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "memory_c_over_a_le_0.6": _met(mem, 0.6),  # the H100 benchmark's target
         "memory_c_over_a_le_0.5": _met(mem, 0.5),  # issue 11's target for the real shapes
     }
+    speedups = ratios["speedup_over_c_sep_rc_paired"]
+    if speedups:
+        best = max(speedups, key=lambda v: speedups[v]["median"])
+        targets["stage1_step_speedup_ge_2"] = {"value": speedups[best]["median"], "variant": best,
+                                               "met": speedups[best]["median"] >= 2.0}
     return {"ratios": ratios, "targets": targets}
 
 
@@ -516,6 +558,8 @@ def _worker_argv(args: argparse.Namespace, variant: str, out: str, steps: int, w
         argv += ["--peak-flops", str(args.peak_flops)]
     if args.quiet:
         argv.append("--quiet")
+    if args.freeze_embeddings:
+        argv.append("--freeze-embeddings")
     return argv
 
 
@@ -525,7 +569,7 @@ def run_workers(variants: list[str], args: argparse.Namespace, steps: int, warmu
     results = {}
     for v in variants:
         out = os.path.join(tmp, f"{v}.json")
-        print(f"[train_step] variant {v} (own process, {warmup} + {steps} steps): {VARIANTS[v]}", file=sys.stderr,
+        print(f"[train_step] variant {v} (own process, {warmup} + {steps} steps): {describe(v)}", file=sys.stderr,
               flush=True)
         env = dict(os.environ)
         if not args.device.startswith("cuda"):
@@ -563,6 +607,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"variants {','.join(INTERLEAVABLE)} only")
     p.add_argument("--compile", action="store_true", help="add variant d: (c) under torch.compile")
     p.add_argument("--grad-ckpt", action="store_true", help="add variant e: (c) with gradient checkpointing")
+    p.add_argument("--freeze-embeddings", action="store_true",
+                   help="model.freeze_embeddings=true: no gradient for the input embeddings (and a head tied to them)")
     p.add_argument("--chunk-size", type=int, default=LossConfig().ntp_chunk_size, help="loss.ntp_chunk_size for b-e")
     p.add_argument("--chunk-mib", type=float, default=LossConfig().ntp_chunk_mib, help="loss.ntp_chunk_mib for b-e (0: no cap)")
     p.add_argument("--peak-flops", type=float, default=None,
@@ -593,12 +639,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be >= 1 and --warmup >= 0")
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     args.variant_list += [v for v, on in (("d", args.compile), ("e", args.grad_ckpt)) if on and v not in args.variant_list]
-    unknown = [v for v in args.variant_list if v not in VARIANTS]
+    unknown = [v for v in args.variant_list if split_variant(v)[0] not in VARIANTS or split_variant(v)[1] not in PRECISIONS]
     if unknown:
         p.error(f"--variants: unknown {','.join(unknown)}; choose from {','.join(VARIANTS)}")
-    if args.interleave and any(v not in INTERLEAVABLE for v in args.variant_list):
-        p.error(f"--interleave times {','.join(INTERLEAVABLE)} on one shared model; d (compile) and e (gradient "
-                "checkpointing) change that model: run them without --interleave")
+    if args.interleave and any(split_variant(v)[0] not in INTERLEAVABLE for v in args.variant_list):
+        p.error(f"--interleave times {','.join(INTERLEAVABLE)} on one shared model; e (gradient checkpointing) "
+                "changes that model: run it without --interleave")
     args.model_config = None
     if args.model and not args.worker:  # before any model is built (exit 2, one line)
         try:
@@ -670,6 +716,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {"preset": args.preset, "model": model_info, "batch": args.batch,
                    "seq": args.seq, "steps": args.steps, "warmup": args.warmup, "chunk_size": args.chunk_size, "chunk_mib": args.chunk_mib,
                    "device": args.device, "dtype": "bfloat16" if args.device.startswith("cuda") else "float32",
+                   "freeze_embeddings": args.freeze_embeddings,
                    "attn_implementation": args.attn, "optimizer": "AdamW (fused on CUDA), lr 1e-5, no weight decay",
                    "seed": args.seed, "threads": args.threads or torch.get_num_threads(),
                    "loss_c": {"lambda_ctr": 0.3, "lambda_lam": 0.4, "tau": LossConfig().tau,

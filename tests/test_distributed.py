@@ -220,11 +220,12 @@ def _env() -> dict[str, str]:
 
 def _train(assets, name: str, nproc: int, *overrides: str, accelerate_config: str = "cpu_2proc") -> tuple[Path, dict[int, dict]]:
     """``alignx train`` on the tiny model, alone (nproc=1) or under ``accelerate launch`` with ``accelerate_config``
-    (a file of configs/accelerate/) and --mixed_precision no: fp32 everywhere, so runs compare to float rounding."""
+    (a file of configs/accelerate/) and --mixed_precision no, model.autocast=none: fp32 everywhere, so runs compare to
+    float rounding."""
     out, record = assets["root"] / name, assets["root"] / f"{name}-ranks"
     train = ["train", f"model.name_or_path={assets['model']}", f"data.parallel=[{assets['pairs']}]", f"output_dir={out}",
              "optim.max_steps=3", "optim.lr=1e-3", "optim.warmup_ratio=0", "optim.scheduler=constant",
-             "logging_steps=1", "save_steps=1000", "report_to=none", "loss.ntp_chunk_size=16", *overrides]
+             "logging_steps=1", "save_steps=1000", "report_to=none", "loss.ntp_chunk_size=16", "model.autocast=none", *overrides]
     if nproc == 1:
         cmd = [sys.executable, str(WORKER), str(record), *train]
     else:

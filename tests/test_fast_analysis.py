@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from alignx.config import ModelConfig
 from alignx.eval import translation
 from alignx.eval.alignment import encode_poolings
 from alignx.eval.analyze import AnalyzeConfig, analyze_model
@@ -123,7 +124,8 @@ def test_analysis_numbers_match_sentence_by_sentence_reference(tmp_path):
     tok = make_tokenizer(EN + DE + FR)
     model = _model("llama", tok)
     pairs = {"de": list(zip(EN, DE, strict=True)), "fr": list(zip(EN[1:], FR[1:], strict=True))}
-    cfg = AnalyzeConfig(output_dir=str(tmp_path), plots=False, pooling=["mean", "last"], centering=["raw", "centred"], batch_size=3)
+    cfg = AnalyzeConfig(output_dir=str(tmp_path), plots=False, pooling=["mean", "last"], centering=["raw", "centred"], batch_size=3,
+                        model=ModelConfig(autocast="none"))  # fp32, as the reference (auto is bf16 on AVX512-BF16 CPUs)
     data = analyze_model(model, tok, pairs, cfg)
 
     texts = list(dict.fromkeys(s for lang in pairs for pair in pairs[lang] for s in pair))  # every sentence once

@@ -334,9 +334,9 @@ def test_chunk_cap_sizes_the_fused_loss_by_the_vocabulary(monkeypatch) -> None:
     seen = []
     real = am.fused_next_token_loss
 
-    def spy(hidden, head, labels, chunk_size, *rest):  # noqa: ANN001, ANN202 - records the chunk it is given
+    def spy(hidden, head, labels, chunk_size, *rest, **kw):  # noqa: ANN001, ANN202 - records the chunk it is given
         seen.append(chunk_size)
-        return real(hidden, head, labels, chunk_size, *rest)
+        return real(hidden, head, labels, chunk_size, *rest, **kw)
 
     monkeypatch.setattr(am, "fused_next_token_loss", spy)
     mib = 5 * 4 * vocab / 2**20  # the fp32 logits of 5 tokens of this vocabulary
@@ -348,3 +348,77 @@ def test_chunk_cap_sizes_the_fused_loss_by_the_vocabulary(monkeypatch) -> None:
     full, count = next_token_loss_from_logits(logits, batch["shift_labels"])
     assert int(got["ntp_count"]) == int(count)
     torch.testing.assert_close(got["ntp_sum"].double(), full.double(), rtol=1e-5, atol=1e-5)
+
+
+def _reference_ntp_bias(hidden, weight, bias, shift_labels):
+    """Loop reference with a bias: sum over target positions of -log softmax(W h + b)[y]."""
+    total = hidden.new_zeros(())
+    for b in range(hidden.shape[0]):
+        for t in range(hidden.shape[1]):
+            y = int(shift_labels[b, t])
+            if y != -100:
+                total = total - torch.log_softmax(weight @ hidden[b, t] + bias, dim=-1)[y]
+    return total
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_fused_ntp_with_bias_and_frozen_head(chunk: int) -> None:
+    """The gradient-in-forward path: a biased head's three gradients, and a frozen head (no weight gradient)."""
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 6, 8, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, VOCAB, (2, 6), generator=g)
+    labels[1, :2] = -100
+    head = nn.Linear(8, VOCAB, bias=True).double()
+    h1 = hidden.clone().requires_grad_(True)
+    total, _ = fused_next_token_loss(h1, head, labels, chunk)
+    (2.5 * total).backward()  # a scaled upstream gradient reaches every input
+    h2 = hidden.clone().requires_grad_(True)
+    w2, b2 = head.weight.detach().clone().requires_grad_(True), head.bias.detach().clone().requires_grad_(True)
+    ref = _reference_ntp_bias(h2, w2, b2, labels)
+    (2.5 * ref).backward()
+    torch.testing.assert_close(total.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h1.grad, h2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.weight.grad, w2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(head.bias.grad, b2.grad, rtol=1e-5, atol=1e-6)
+
+    frozen = nn.Linear(8, VOCAB, bias=False).double().requires_grad_(False)
+    h3 = hidden.clone().requires_grad_(True)
+    fused_next_token_loss(h3, frozen, labels, chunk)[0].backward()
+    h4 = hidden.clone().requires_grad_(True)
+    _reference_ntp(h4, frozen.weight, labels, None, None)[0].backward()
+    assert frozen.weight.grad is None
+    torch.testing.assert_close(h3.grad, h4.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_ntp_under_bf16_autocast_matches_the_autograd_path() -> None:
+    """Under CPU bf16 autocast the gradient-in-forward path computes what autograd computes through the same bf16
+    matmuls (the head behind a wrapper module takes the recomputing path), and stays near fp32."""
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 16)
+    labels = torch.randint(0, VOCAB, (3, 7))
+    labels[0, 5:] = -100
+    head = nn.Linear(16, VOCAB, bias=False)
+
+    class Wrapped(nn.Module):  # not a plain nn.Linear: fused_next_token_loss recomputes each chunk in backward
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = head
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    results = []
+    for module, autocast in ((head, True), (Wrapped(), True), (head, False)):
+        head.weight.grad = None
+        h = hidden.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            total, _ = fused_next_token_loss(h, module, labels, 5)
+        total.backward()
+        results.append((total.detach(), h.grad, head.weight.grad.clone()))
+    (fast, fast_h, fast_w), (slow, slow_h, slow_w), (fp32, fp32_h, fp32_w) = results
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(fast_h, slow_h, rtol=2e-2, atol=2e-3)  # bf16 gradients rounded in different places
+    torch.testing.assert_close(fast_w, slow_w, rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(fast, fp32, rtol=1e-2, atol=0)
+    torch.testing.assert_close(fast_h, fp32_h, rtol=5e-2, atol=5e-3)

@@ -235,3 +235,33 @@ def test_fused_ntp_no_targets_is_zero_with_grad_path():
     s, n = fused_next_token_loss(hidden, head, torch.full((1, 3), -100))
     s.backward()
     assert n == 0 and s.item() == 0.0
+
+
+def test_cpu_bf16_detection_reads_the_cpuinfo_flags(tmp_path, monkeypatch):
+    """model.autocast=auto: bf16 on a CPU reporting AVX512-BF16 or AMX, fp32 on one without or with no cpuinfo."""
+    from alignx.config import ModelConfig
+    from alignx.model import load as mload
+
+    with_bf16 = tmp_path / "zen4"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512vl\n\nprocessor\t: 1\nflags\t\t: fpu avx512_bf16\n")
+    amx = tmp_path / "spr"
+    amx.write_text("flags\t\t: avx512f amx_bf16 amx_tile\n")
+    without = tmp_path / "zen3"
+    without.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    assert mload.cpu_bf16_flags(str(with_bf16)) == ("avx512_bf16",)
+    assert mload.cpu_bf16_flags(str(amx)) == ("amx_bf16",)
+    assert mload.cpu_bf16_flags(str(without)) == ()
+    assert mload.cpu_bf16_flags(str(tmp_path / "missing")) == ()
+
+    for flags, expected in (((), "none"), (("avx512_bf16",), "bf16")):
+        monkeypatch.setattr(mload, "cpu_bf16_flags", lambda flags=flags: flags)
+        assert mload.resolve_autocast(ModelConfig(), "cpu") == expected
+        assert mload.resolve_autocast(ModelConfig(autocast="none"), "cpu") == "none"
+        assert mload.resolve_autocast(ModelConfig(dtype="float32"), "cpu") == "none"  # float32 asks for no autocast
+        model = torch.nn.Linear(2, 2)
+        with mload.inference_autocast(model, ModelConfig()):
+            assert torch.is_autocast_enabled("cpu") == (expected == "bf16")
+            if expected == "bf16":
+                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        with mload.inference_autocast(model, ModelConfig(autocast="none")):
+            assert not torch.is_autocast_enabled("cpu")

@@ -92,7 +92,7 @@ class ModelConfig:
     dtype: str = opt(
         "fp32_master",
         "weights dtype: fp32_master|float32|bfloat16|float16. fp32_master: float32 master weights, with bf16 autocast "
-        "on GPUs that support it while model.autocast=auto; float32: float32 with no autocast unless model.autocast "
+        "where the device computes bf16 natively (GPU, or CPU with AVX512-BF16/AMX) while model.autocast=auto; float32: float32 with no autocast unless model.autocast "
         "asks. 'auto' (older name of fp32_master) still loads, with a warning: it is NOT transformers' "
         "torch_dtype=auto (the checkpoint's dtype)",
     )
@@ -108,8 +108,9 @@ class ModelConfig:
     )
     autocast: str = opt(
         "auto",
-        "mixed precision over fp32 master weights: auto|bf16|fp16|none (auto: bf16 when model.dtype=fp32_master on a "
-        "GPU that supports it, else none; reference: fp16 with model.dtype=float32). TrainingArguments names: bf16=true "
+        "mixed precision over fp32 master weights, in training, analysis and evaluation: auto|bf16|fp16|none (auto: bf16 "
+        "when model.dtype=fp32_master on a GPU that supports it or a CPU with AVX512-BF16 or AMX, else none; none: "
+        "fp32; reference: fp16 with model.dtype=float32). TrainingArguments names: bf16=true "
         "sets bf16, fp16=true sets fp16, both false set none. L_CTR and L_LAM always run in fp32",
     )
 
@@ -197,6 +198,13 @@ class LossConfig:
         "bytes) tokens (Gemma-3's 262k vocabulary: 256 tokens; 49k: the 1024 of ntp_chunk_size), so its logits, their "
         "log-softmax and their gradients stay small whatever the vocabulary; 0: no cap",
     )
+    ntp_backend: str = opt(
+        "auto",
+        "how the fused next-token loss gets its gradient: auto (computed in the forward, chunk by chunk, when the output "
+        "head is a plain linear layer: one head matmul and one softmax fewer; any other head recomputes) | recompute "
+        "(each chunk's logits recomputed in backward, activation checkpointing: alignx's path before auto existed). "
+        "Same loss and gradients up to float rounding",
+    )
 
     def __post_init__(self) -> None:
         if self.tau <= 0:
@@ -215,6 +223,8 @@ class LossConfig:
             raise ConfigError(f"loss.ntp_chunk_size must be >= 0 (0: no chunking), got {self.ntp_chunk_size}")
         if self.ntp_chunk_mib < 0:
             raise ConfigError(f"loss.ntp_chunk_mib must be >= 0 (0: no cap), got {self.ntp_chunk_mib}")
+        if self.ntp_backend not in ("auto", "recompute"):
+            raise ConfigError(f"loss.ntp_backend must be auto|recompute, got {self.ntp_backend!r}")
 
     def ntp_chunk_tokens(self, vocab_size: int) -> int:
         """Tokens per chunk of the fused next-token loss for a vocabulary: ntp_chunk_size, capped by ntp_chunk_mib."""
@@ -629,7 +639,7 @@ _TRAIN_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 RUN_CONTROL = ("resume", "overwrite_output_dir")
 # The chunking of the fused next-token loss is here too: it changes how the sum is rounded, not what is trained.
 OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit",
-               "data.num_proc", "data.cache_dir", "loss.ntp_chunk_size", "loss.ntp_chunk_mib",
+               "data.num_proc", "data.cache_dir", "loss.ntp_chunk_size", "loss.ntp_chunk_mib", "loss.ntp_backend",
                *(f"trainer.{name}" for name in HF_OPERATIONAL))
 
 # Settings added after runs were first recorded, with the value that does what alignx did before each existed: a
@@ -643,6 +653,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "data.num_proc": None,
     "data.cache_dir": None,
     "loss.ntp_chunk_mib": 0.0,
+    "loss.ntp_backend": "recompute",
     "trainer": {},
 }
 # Setting values renamed since: a record's old value reads as the new one.

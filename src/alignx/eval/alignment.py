@@ -86,8 +86,9 @@ class _Pooler:
         if k not in self.wanted:
             return
         h = hidden.float()
-        for p in self.poolings:
-            self.pooled[p][k] = masked_mean(h, self.content) if p == "mean" else last_token(h, self.attn)
+        with torch.autocast(device_type=h.device.type, enabled=False):  # pooled in fp32 under the forward's autocast
+            for p in self.poolings:
+                self.pooled[p][k] = masked_mean(h, self.content) if p == "mean" else last_token(h, self.attn)
 
     def take(self) -> dict[str, torch.Tensor]:
         """{pooling: [L', B, H] on the CPU, rows in ``keep`` order}; raises when a wanted state was never seen."""

@@ -32,6 +32,7 @@ from alignx.eval.alignment import (
     pair_metrics,
     standardize_rows,
 )
+from alignx.model import load as mload
 from alignx.utils import environment, output_lock, write_json
 
 # pivot sentence -> its translation, per language
@@ -195,9 +196,10 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
                 if s not in index:
                     index[s] = len(texts)
                     texts.append(s)
-    states = encode_poolings(
-        model, tokenizer, texts, cfg.pooling, batch_size=cfg.batch_size, max_length=cfg.max_length, desc="analyze: encode"
-    )  # {pooling: [L+1, S, H]}
+    with mload.inference_autocast(model, cfg.model):  # bf16 where the device computes it natively (model.autocast)
+        states = encode_poolings(
+            model, tokenizer, texts, cfg.pooling, batch_size=cfg.batch_size, max_length=cfg.max_length, desc="analyze: encode"
+        )  # {pooling: [L+1, S, H]}
     n_states = next(iter(states.values())).shape[0]
     num_layers = n_states - 1
     transform = {"raw": lambda st: st, "centred": center_rows, "standardised": standardize_rows}
@@ -252,6 +254,7 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
         "model": cfg.model.name_or_path or type(model).__name__,
         "config": dataclasses.asdict(cfg),
         "env": environment(),
+        "autocast": mload.resolve_autocast(cfg.model, mload.model_device(model).type),
         "pivot": cfg.pivot,
         "languages": langs,
         "num_layers": num_layers,

@@ -43,6 +43,7 @@ from alignx.eval.translation import (
     run_translation,
     write_translations,
 )
+from alignx.model import load as mload
 from alignx.utils import environment, output_lock, write_json
 
 log = logging.getLogger(__name__)
@@ -163,25 +164,27 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
     inputs = inputs or prepare_inputs(cfg, tokenizer)
     done = {} if done is None else done
     model.eval()
-    t0 = time.time()
-    if cfg.tasks:
-        done["benchmarks"] = run_benchmarks(
-            model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
-            num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
-            raw_out=lm_eval_raw,
-        )  # fmt: skip
-    t1 = time.time()
-    if cfg.has_translation:
-        done["translation"] = run_translation(
-            model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
-            comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
-        )  # fmt: skip
-    t2 = time.time()
-    if cfg.perplexity_files:
-        done["perplexity"] = run_perplexity(
-            model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size
-        )
+    autocast = mload.resolve_autocast(cfg.model, mload.model_device(model).type)
+    with mload.inference_autocast(model, cfg.model):  # bf16 where the device computes it natively
+        t0 = time.time()
+        if cfg.tasks:
+            done["benchmarks"] = run_benchmarks(
+                model, tokenizer, cfg.tasks, cfg.benchmark_data_dir, limit=cfg.limit, batch_size=cfg.batch_size,
+                num_fewshot=cfg.num_fewshot, mc_file=cfg.mc_file, seed=cfg.seed, max_gen_toks=cfg.benchmark_max_gen_toks,
+                raw_out=lm_eval_raw,
+            )  # fmt: skip
+        t1 = time.time()
+        if cfg.has_translation:
+            done["translation"] = run_translation(
+                model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
+                max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
+                comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
+            )  # fmt: skip
+        t2 = time.time()
+        if cfg.perplexity_files:
+            done["perplexity"] = run_perplexity(
+                model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size
+            )
     name = cfg.model.name_or_path
     return {
         "kind": "eval",
@@ -189,6 +192,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
         "model": name,
         "config": to_dict(cfg),
         "env": environment(),
+        "autocast": autocast,
         "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(t2 - t1, 1), "perplexity": round(time.time() - t2, 1)},
         "benchmarks": done.get("benchmarks", {}),
         "translation": done.get("translation", {}),
@@ -198,8 +202,6 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
 
 def main(cfg: EvalConfig) -> dict[str, Any]:
     """Check every input, load ``cfg.model``, evaluate, write ``<output_dir>/eval.json``; returns its content."""
-    from alignx.model import load as mload
-
     mload.check_model_settings(mload.check_model_path(cfg.model), cfg.model)
     tokenizer = mload.load_tokenizer(cfg.model)
     inputs = prepare_inputs(cfg, tokenizer)

@@ -188,7 +188,7 @@ class AlignXModel(nn.Module):
         if self.fused:
             ntp_sum, ntp_count = fused_next_token_loss(
                 last_states, self.lm.get_output_embeddings(), shift_labels, self.chunk_tokens,
-                self.softcap, self.logit_scale,
+                self.softcap, self.logit_scale, grad_in_forward=self.loss_cfg.ntp_backend == "auto",
             )
         else:
             ntp_sum, ntp_count = next_token_loss_from_logits(out.logits, shift_labels)

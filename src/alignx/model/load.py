@@ -7,6 +7,8 @@ Gemma, GPT-2, ...).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import logging
 from pathlib import Path
@@ -23,25 +25,65 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """``fp32_master`` means float32 weights; on GPUs the trainer adds bf16 autocast (see :func:`resolve_autocast`)."""
+    """``fp32_master`` means float32 weights; autocast may run them in bf16 (see :func:`resolve_autocast`)."""
     return torch.float32 if name == "fp32_master" else _DTYPES[name]
 
 
-def bf16_supported() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+# CPU flags (Linux /proc/cpuinfo) of native bf16 matmuls: AVX512-BF16 (Intel Cooper Lake+, AMD Zen 4+) and AMX.
+# Without them oneDNN emulates bf16 on AVX512, slower than fp32, so auto keeps fp32 there.
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve_autocast(cfg: ModelConfig) -> str:
-    """The mixed precision the trainer runs: ``bf16``, ``fp16`` or ``none`` (see ``model.autocast``).
+@functools.cache
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The :data:`CPU_BF16_FLAGS` this CPU reports (empty where /proc/cpuinfo is missing: macOS, Windows)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(f for f in CPU_BF16_FLAGS if f in flags)
 
-    ``fp16`` needs a GPU: accelerate silently skips fp16 autocast on the CPU, so asking for it there is
-    an error rather than a quiet fp32 run.
+
+def bf16_supported(device_type: str | None = None) -> bool:
+    """Native bf16 on ``device_type`` (default: cuda when available, else cpu): a GPU that supports it, or a CPU
+    with AVX512-BF16 / AMX (:func:`cpu_bf16_flags`)."""
+    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device_type == "cpu" and bool(cpu_bf16_flags())
+
+
+def resolve_autocast(cfg: ModelConfig, device_type: str | None = None) -> str:
+    """The mixed precision to run: ``bf16``, ``fp16`` or ``none`` (see ``model.autocast``).
+
+    ``auto`` is bf16 over fp32 master weights where the device computes bf16 natively (a GPU that supports it,
+    a CPU with AVX512-BF16 or AMX), else none. ``fp16`` needs a GPU: accelerate silently skips fp16 autocast on
+    the CPU, so asking for it there is an error rather than a quiet fp32 run.
     """
     if cfg.autocast == "auto":
-        return "bf16" if cfg.dtype == "fp32_master" and bf16_supported() else "none"
+        return "bf16" if cfg.dtype == "fp32_master" and bf16_supported(device_type) else "none"
     if cfg.autocast == "fp16" and not torch.cuda.is_available():
         raise ConfigError("model.autocast=fp16 needs a CUDA GPU (accelerate runs fp16 autocast only there); on CPU use model.autocast=bf16 or none")
     return cfg.autocast
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (cpu for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def inference_autocast(model: nn.Module, cfg: ModelConfig) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for analysis and evaluation forwards, as :func:`resolve_autocast` decides for the device the
+    model is on (a no-op context for ``none``). Training gets the same precision from the trainer (accelerate)."""
+    device = model_device(model).type
+    mode = resolve_autocast(cfg, device)
+    if mode == "none" or device not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
 def resolve_path(name_or_path: str) -> tuple[str, str | None]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100
@@ -38,6 +40,88 @@ def _chunk_ce(
     return F.cross_entropy(logits, target, reduction="sum")
 
 
+def _linear_of(head: Callable[[torch.Tensor], torch.Tensor]) -> nn.Linear | None:
+    """``head`` when it is a plain ``nn.Linear`` whose weight is materialised here (not a LoRA / PEFT wrapper, not a
+    ZeRO-3 placeholder, no hooks), so its weight may be used directly; else None."""
+    if type(head) is not nn.Linear or head._forward_hooks or head._forward_pre_hooks:
+        return None
+    weight = head.weight
+    if weight.dim() != 2 or tuple(weight.shape) != (head.out_features, head.in_features):
+        return None
+    return head
+
+
+def _transform(logits: torch.Tensor, softcap: float | None, scale: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits from the head's output (in place), and tanh(z / softcap) when softcapped (for the gradient)."""
+    if scale is not None:
+        logits.mul_(scale)
+    if softcap is None:
+        return logits, None
+    t = logits.div_(softcap).tanh_()
+    return t * softcap, t
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``transform(states @ weight.T + bias)``, with the gradient computed in the forward.
+
+    Each chunk's logits are made once: the loss and d loss / d logits (softmax minus one-hot) come from the same
+    buffer, and the two gradient matmuls run at once. Backward only scales the stored gradients. Against recomputing
+    the chunk in backward (activation checkpointing) this saves one head matmul and one softmax per chunk, the
+    head's largest costs on a CPU. Peak memory: one chunk of logits, plus the gradients of ``states`` and ``weight``.
+    The matmuls run in the autocast dtype when autocast is on (the weight cast once per call), the softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target: torch.Tensor,
+                chunk_size: int, softcap: float | None, scale: float | None) -> torch.Tensor:
+        dev = states.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else states.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # softmax and gradient sums in fp32 (or fp64)
+        need_w = ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        with torch.autocast(device_type=dev, enabled=False):
+            w = weight.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            total = torch.zeros((), dtype=acc, device=states.device)
+            grad_states = torch.empty_like(states)
+            grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
+            grad_b = torch.zeros_like(bias, dtype=acc) if need_b else None
+            for start in range(0, states.shape[0], chunk_size):
+                h = states[start : start + chunk_size].to(dtype)
+                y = target[start : start + chunk_size]
+                z = (h @ w.T if b is None else torch.addmm(b, h, w.T)).to(acc)
+                z, t = _transform(z, softcap, scale)
+                lse = torch.logsumexp(z, dim=-1, keepdim=True)
+                total += (lse.squeeze(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
+                g = z.sub_(lse).exp_()  # softmax, in z's buffer
+                g[torch.arange(g.shape[0], device=g.device), y] -= 1.0  # d loss / d logits
+                if t is not None:
+                    g.mul_(1.0 - t * t)  # through softcap * tanh(x / softcap)
+                if scale is not None:
+                    g.mul_(scale)
+                g = g.to(dtype)
+                grad_states[start : start + chunk_size] = (g @ w).to(states.dtype)
+                if grad_w is not None:
+                    grad_w += (g.T @ h).to(acc)
+                if grad_b is not None:
+                    grad_b += g.sum(0).to(acc)
+        ctx.save_for_backward(grad_states, grad_w, grad_b)
+        ctx.weight_dtype = weight.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_states, grad_w, grad_b = ctx.saved_tensors
+        # In place: the stored gradients are used once (a second backward through this graph is not supported).
+        return (
+            grad_states.mul_(grad_out.to(grad_states.dtype)) if ctx.needs_input_grad[0] else None,
+            None if grad_w is None else grad_w.mul_(grad_out).to(ctx.weight_dtype),
+            None if grad_b is None else grad_b.mul_(grad_out).to(ctx.bias_dtype),
+            None, None, None, None,
+        )
+
+
 def fused_next_token_loss(
     hidden: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
@@ -45,14 +129,17 @@ def fused_next_token_loss(
     chunk_size: int = 1024,
     softcap: float | None = None,
     logit_scale: float | None = None,
+    grad_in_forward: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy computed from final hidden states without full-size logits.
 
     hidden: [B, T, H] final (post-norm) states; head: the output projection (e.g. ``lm_head``, LoRA
     wrappers included); shift_labels: [B, T] as in :func:`next_token_loss_from_logits`.
-    Only positions with a target are projected, ``chunk_size`` at a time, and each chunk's logits are
-    recomputed in backward (activation checkpointing), so peak memory holds one chunk of fp32 logits
-    instead of B*T*V. Equal to the unfused loss up to float rounding.
+    Only positions with a target are projected, ``chunk_size`` at a time, so peak memory holds one chunk of fp32
+    logits instead of B*T*V. A plain ``nn.Linear`` head computes each chunk's gradients in the forward
+    (:class:`_LinearCrossEntropy`: one head matmul and one softmax fewer than recomputing) unless
+    ``grad_in_forward=False``; any other head (LoRA, ZeRO-3) recomputes each chunk's logits in backward (activation
+    checkpointing). Equal to the unfused loss up to float rounding.
     Returns (sum of token losses, number of target tokens).
     """
     target = shift_labels.reshape(-1)
@@ -64,6 +151,10 @@ def fused_next_token_loss(
         return hidden.sum() * 0.0, count
     if chunk_size <= 0:
         chunk_size = states.shape[0]
+    linear = _linear_of(head) if grad_in_forward else None
+    if linear is not None and torch.is_grad_enabled() and (states.requires_grad or linear.weight.requires_grad):
+        total = _LinearCrossEntropy.apply(states, linear.weight, linear.bias, target, chunk_size, softcap, logit_scale)
+        return total.float(), count
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, states.shape[0], chunk_size):
         h = states[start : start + chunk_size]

@@ -68,12 +68,13 @@ def model_digest(cfg: ModelConfig) -> str:
 DATA_DIGEST_FORMAT = 2
 
 
-def make_record(cfg: TrainConfig, data_digest: str) -> dict[str, Any]:
-    """The run's record: its settings, the digest of its rendered rows (:func:`alignx.data.render.data_digest`) and
-    of its starting model."""
+def make_record(cfg: TrainConfig, data_digest: str, precision: str | None = None) -> dict[str, Any]:
+    """The run's record: its settings, the digest of its rendered rows (:func:`alignx.data.render.data_digest`), of
+    its starting model, and the precision ``model.autocast`` resolved to (``auto`` depends on the machine)."""
     return {
         "kind": "alignx-run",
         "settings": run_settings(cfg),
+        "precision": precision,
         "data": data_digest,
         "data_digest_format": DATA_DIGEST_FORMAT,
         "model": model_digest(cfg.model),
@@ -116,6 +117,10 @@ def mismatch(recorded: dict[str, Any] | None, record: dict[str, Any]) -> str | N
         return "from other training data (the rendered rows differ)"
     if recorded.get("model") and record.get("model") and recorded["model"] != record["model"]:
         return "from another state of the model at model.name_or_path (its files changed)"
+    # Records of versions before the field are not compared (auto meant bf16 on GPUs, fp32 on every CPU then).
+    if recorded.get("precision") and record.get("precision") and recorded["precision"] != record["precision"]:
+        return (f"under another precision (autocast {recorded['precision']}, here {record['precision']}): set "
+                f"model.autocast={recorded['precision']} to continue it")
     return None
 
 

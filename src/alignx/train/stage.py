@@ -41,6 +41,11 @@ def build_dataset(cfg: TrainConfig, tokenizer: Any) -> TrainData:
     return data_mod.build(cfg.data, cfg.stage, tokenizer, loss_on_prompt(cfg))
 
 
+def precision(cfg: TrainConfig) -> str:
+    """The autocast a run trains under (bf16 | fp16 | none), for the device it trains on."""
+    return mload.resolve_autocast(cfg.model, "cpu" if cfg.trainer.get("use_cpu") else None)
+
+
 def training_arguments(cfg: TrainConfig) -> Any:
     """The HF TrainingArguments of a run: every optimisation and precision setting maps here, nowhere else.
 
@@ -56,7 +61,7 @@ def training_arguments(cfg: TrainConfig) -> Any:
     for key, value, names in (("optim.optimizer", o.optimizer, OptimizerNames), ("optim.scheduler", o.scheduler, SchedulerType)):
         if value not in {n.value for n in names}:
             raise ConfigError(f"{key}={value}: not a name transformers knows; choose from {', '.join(n.value for n in names)}")
-    autocast = mload.resolve_autocast(cfg.model)
+    autocast = precision(cfg)
     report = [] if cfg.report_to in ("none", "") else [r.strip() for r in cfg.report_to.split(",")]
     given = dict(cfg.trainer)
     if given.get("parallelism_config") is not None:  # a mapping in the settings; transformers takes the object
@@ -177,7 +182,7 @@ def main(cfg: TrainConfig) -> dict[str, Any]:
         with args.main_process_first(local=True, desc="rendering the training data"):
             data = build_dataset(cfg, tokenizer)
         dataset, counts = data.dataset, data.counts
-        record = outputs.make_record(cfg, data.digest)
+        record = outputs.make_record(cfg, data.digest, precision(cfg))
         resume = outputs.choose_checkpoint(cfg, granted, record)
         wait_for_everyone()  # every rank decided before the main process changes the directory
         if main_process:
@@ -249,7 +254,7 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: di
         "align_layer": model.align_layer,
         "precision": {
             "weights": str(next(lm.parameters()).dtype).removeprefix("torch."),
-            "autocast": mload.resolve_autocast(cfg.model),
+            "autocast": precision(cfg),
             "alignment_losses": "float32",
         },
         # what accelerate ran, whatever the launch config asked for (on CPUs it runs FSDP / DeepSpeed configs as DDP)
