@@ -87,3 +87,28 @@ def test_experiment_skips_an_arm_another_process_holds(tmp_path: Path, caplog):
     assert not (runs / "held" / "arm.json").exists()
     assert "held: skipped" in caplog.text and "in use by another run" in caplog.text
     assert (runs / "report.md").exists()
+
+
+def test_experiment_workers_split_the_arms(tmp_path: Path):
+    """workers=2: two spawned processes share the arms through the arm locks; every arm runs exactly once, each
+    worker with half the cores' torch threads, and the report sees them all."""
+    model = save_tiny_model(tmp_path / "tiny", "llama")
+    pairs = write_pairs(tmp_path / "pairs.jsonl", SENTENCES)
+    stage = {"model": {"name_or_path": str(model)}, "data": {"parallel": [str(pairs)], "max_length": 512},
+             "optim": {"max_steps": 1, "batch_size": 4}, "save_steps": 100, "report_to": "none"}
+    pipeline = _yaml(tmp_path / "pipeline.yaml", {"run_stage2": False, "stage1": stage})
+    names = ["base", "cpt", "ctr"]
+    arms = [_yaml(tmp_path / "base.yaml", {"run_stage1": False}),
+            _yaml(tmp_path / "cpt.yaml", {"stage1": {"loss": {"lambda_ctr": 0.0, "lambda_lam": 0.0}}}),
+            _yaml(tmp_path / "ctr.yaml", {"stage1": {"loss": {"lambda_ctr": 1.0}}})]
+    runs = tmp_path / "runs"
+    done = main(load_config(ExperimentConfig, [], {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms, "workers": 2}))
+    assert list(done) == names
+    from alignx.experiment import cpu_cores
+
+    for n in names:
+        process = json.loads((runs / n / "arm.json").read_text())["process"]
+        assert process["torch_threads"] == max(1, cpu_cores() // 2) and process["workers"] == 2
+    assert (runs / "report.md").exists()
+    for n in ("cpt", "ctr"):
+        assert (runs / n / "stage1" / "final" / "config.json").exists()

@@ -9,7 +9,6 @@ the disk refused a write, or a bug); 130 interrupted. Every failure is one line 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
@@ -154,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, cfg_spec, desc = COMMANDS[name]
     from alignx.config import describe, load_config
+    from alignx.utils import setup_logging
 
     cfg_cls = _load(cfg_spec)
     files, overrides, want_help = parse_args(rest, POSITIONAL.get(name))
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
               f"process would run the whole command and write the same files; run `alignx {name} ...` without "
               "accelerate launch / torchrun (only train and pipeline split work across processes)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     try:
         cfg = load_config(cfg_cls, files, overrides)
         importlib.import_module(module).main(cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import platform
 import shutil
@@ -269,3 +270,8 @@ def _remove_empty(created: list[Path]) -> None:
             d.rmdir()
         except OSError:
             break
+
+
+def setup_logging() -> None:
+    """alignx's log format and level (``ALIGNX_LOG``, default INFO): the CLI's, and a spawned worker process's."""
+    logging.basicConfig(level=os.environ.get("ALIGNX_LOG", "INFO"), format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

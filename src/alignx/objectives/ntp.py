@@ -88,18 +88,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_b = torch.zeros_like(bias, dtype=acc) if need_b else None
             for start in range(0, states.shape[0], chunk_size):
                 h = states[start : start + chunk_size].to(dtype)
-                y = target[start : start + chunk_size]
-                z = (h @ w.T if b is None else torch.addmm(b, h, w.T)).to(acc)
-                z, t = _transform(z, softcap, scale)
-                lse = torch.logsumexp(z, dim=-1, keepdim=True)
-                total += (lse.squeeze(1) - z.gather(1, y.unsqueeze(1)).squeeze(1)).sum()
-                g = z.sub_(lse).exp_()  # softmax, in z's buffer
-                g[torch.arange(g.shape[0], device=g.device), y] -= 1.0  # d loss / d logits
+                y = target[start : start + chunk_size].unsqueeze(1)
+                raw = h @ w.T if b is None else torch.addmm(b, h, w.T)  # [n, V] in the compute dtype
+                z, t = _transform(raw.to(acc), softcap, scale)  # fp32 logits (raw itself when it is fp32)
+                # log-sum-exp and softmax in place in z's buffer: a [n, V] pass each, no [n, V] temporaries
+                z_y = z.gather(1, y)
+                top = z.amax(dim=1, keepdim=True)
+                g = z.sub_(top).exp_()
+                norm = g.sum(dim=1, keepdim=True)
+                total += (norm.log() + top - z_y).sum()
+                g.div_(norm)  # softmax
+                g.scatter_add_(1, y, g.new_full(y.shape, -1.0))  # minus one-hot: d loss / d logits
                 if t is not None:
                     g.mul_(1.0 - t * t)  # through softcap * tanh(x / softcap)
                 if scale is not None:
                     g.mul_(scale)
-                g = g.to(dtype)
+                g = raw.copy_(g) if raw.dtype != g.dtype else g  # back to the compute dtype in raw's buffer
                 grad_states[start : start + chunk_size] = (g @ w).to(states.dtype)
                 if grad_w is not None:
                     grad_w += (g.T @ h).to(acc)
