@@ -515,8 +515,8 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "memory_e_over_a": _ratio(peak("e"), peak("a")),
         # issue 22: each variant's speed-up over the fp32 recomputing path (c_sep_rc: alignx before the issue), paired
         # by round: median over rounds of step(c_sep_rc) / step(v) (1 + overhead, inverted), with its IQR
-        "speedup_over_c_sep_rc_paired": {
-            v: {k: (1 / (1 + o[k]) if k in ("median", "q1", "q3") else o[k]) for k in ("median", "q1", "q3", "n")}
+        "speedup_over_c_sep_rc_paired": {  # 1 / (1 + x) reverses the order: the overhead's q3 is the speed-up's q1
+            v: {"median": 1 / (1 + o["median"]), "q1": 1 / (1 + o["q3"]), "q3": 1 / (1 + o["q1"]), "n": o["n"]}
             for v in results if v != "c_sep_rc" and (o := paired_overhead(results, v, "c_sep_rc")) is not None
         },
     }

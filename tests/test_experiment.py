@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from alignx.config import load_config
-from alignx.experiment import ExperimentConfig, main
+from alignx.experiment import ExperimentConfig, cpu_cores, main
 from conftest import SENTENCES, save_tiny_model, write_pairs
 
 
@@ -35,7 +36,7 @@ def test_experiment_arms_compare_and_resume(tmp_path: Path, caplog):
                                                 "analyses": {"in": "analysis.json", "ood": "analysis_ood/analysis.json"}})
     cfg = load_config(ExperimentConfig, [], {
         "output_dir": str(tmp_path / "runs"), "pipeline": [pipeline], "arms": arms, "analyze": [analyze],
-        "extra_analyses": {"ood": [analyze]}, "eval": [ev], "compare": [compare],
+        "extra_analyses": {"ood": [analyze]}, "eval": [ev], "compare": [compare], "workers": 1,  # one process: caplog sees it
     })
     main(cfg)
     runs = tmp_path / "runs"
@@ -79,7 +80,7 @@ def test_experiment_skips_an_arm_another_process_holds(tmp_path: Path, caplog):
     try:
         assert holder.stdout.readline().strip() == "held"
         caplog.set_level("INFO")
-        done = main(load_config(ExperimentConfig, [], {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms}))
+        done = main(load_config(ExperimentConfig, [], {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms, "workers": 1}))
     finally:
         holder.kill()
         holder.wait()
@@ -102,10 +103,13 @@ def test_experiment_workers_split_the_arms(tmp_path: Path):
             _yaml(tmp_path / "cpt.yaml", {"stage1": {"loss": {"lambda_ctr": 0.0, "lambda_lam": 0.0}}}),
             _yaml(tmp_path / "ctr.yaml", {"stage1": {"loss": {"lambda_ctr": 1.0}}})]
     runs = tmp_path / "runs"
-    done = main(load_config(ExperimentConfig, [], {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms, "workers": 2}))
-    assert list(done) == names
-    from alignx.experiment import cpu_cores
+    over = {"output_dir": str(runs), "pipeline": [pipeline], "arms": arms}
+    from alignx.experiment import resolve_workers
 
+    auto = resolve_workers(load_config(ExperimentConfig, [], over))
+    assert auto == (1 if torch.cuda.is_available() or cpu_cores() < 2 else 2)  # workers=0: auto
+    done = main(load_config(ExperimentConfig, [], {**over, "workers": 2}))
+    assert list(done) == names
     for n in names:
         process = json.loads((runs / n / "arm.json").read_text())["process"]
         assert process["torch_threads"] == max(1, cpu_cores() // 2) and process["workers"] == 2

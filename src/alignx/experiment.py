@@ -14,6 +14,7 @@ skipping an arm another process holds. The report is written by whichever finish
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -48,17 +49,18 @@ class ExperimentConfig:
         "already trained with the same settings are still skipped)",
     )
     workers: int = opt(
-        1,
+        0,
         "arms run at once, each worker a process with (CPU cores / workers) torch threads that takes the next arm no "
-        "other worker holds (the arm locks, as separate `alignx experiment` runs share them). On a CPU, 2 workers of 1 "
-        "thread train more arm-steps per hour than 1 of 2 threads (benchmarks/cpu_training.py); on one GPU keep 1",
+        "other worker holds (the arm locks, as separate `alignx experiment` runs share them). 0 (auto): 2 on a machine "
+        "without a GPU that has at least 2 cores and 2 arms, else 1. On the 2-core dev box 2 workers of 1 thread train "
+        "1.30x the arm-steps per hour of 1 worker of 2 threads (benchmarks/cpu_training.py), at twice the memory",
     )
 
     def __post_init__(self) -> None:
         if not self.arms:
             raise ConfigError("arms: give at least one arm YAML")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0 (0: auto), got {self.workers}")
         extra = [p for files in self.extra_analyses.values() for p in files]
         for path in [*self.arms, *self.pipeline, *self.eval, *self.analyze, *extra, *self.compare]:
             if not Path(path).exists():
@@ -117,14 +119,25 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
         "train": {k: {kk: v[kk] for kk in ("steps", "runtime_s", "final_losses", "first_losses", "data")} for k, v in train.items()},
         "pipeline": to_dict(pipe),
         "env": environment(),
-        "process": {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "workers": cfg.workers},
+        "process": {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "workers": cfg.workers or 1},
     }
     write_json(root / "arm.json", summary)
     return summary
 
 
+def resolve_workers(cfg: ExperimentConfig) -> int:
+    """``cfg.workers``, or for 0 (auto) 2 on a CPU-only machine with at least 2 cores and 2 arms to run, else 1."""
+    if cfg.workers:
+        return cfg.workers
+    import torch
+
+    arms = [a for a in cfg.arms if not cfg.only or Path(a).stem in cfg.only]
+    return 2 if not torch.cuda.is_available() and cpu_cores() >= 2 and len(arms) >= 2 else 1
+
+
 def main(cfg: ExperimentConfig) -> dict[str, Any]:
-    done = _run_workers(cfg) if cfg.workers > 1 else _run_arms(cfg)
+    workers = resolve_workers(cfg)
+    done = _run_workers(cfg, workers) if workers > 1 else _run_arms(cfg)
     try:
         with output_lock(cfg.output_dir, "experiment report"):  # report.* and comparison.* under it
             _report(cfg)
@@ -149,16 +162,17 @@ def _worker(cfg: ExperimentConfig, threads: int) -> dict[str, Any]:
     return _run_arms(cfg)
 
 
-def _run_workers(cfg: ExperimentConfig) -> dict[str, Any]:
-    """``cfg.workers`` processes running :func:`_run_arms` at once (spawned: no state shared but the arm locks), with
+def _run_workers(cfg: ExperimentConfig, workers: int) -> dict[str, Any]:
+    """``workers`` processes running :func:`_run_arms` at once (spawned: no state shared but the arm locks), with
     the cores split between them; the arms each finished, merged."""
     import multiprocessing
 
-    threads = max(1, cpu_cores() // cfg.workers)
-    log.info("%d workers of %d torch thread(s) each share the arms", cfg.workers, threads)
+    threads = max(1, cpu_cores() // workers)
+    log.info("%d workers of %d torch thread(s) each share the arms (workers=1 runs them one by one)", workers, threads)
+    cfg = dataclasses.replace(cfg, workers=workers)  # what each arm.json records
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(cfg.workers) as pool:
-        parts = pool.starmap(_worker, [(cfg, threads)] * cfg.workers)
+    with ctx.Pool(workers) as pool:
+        parts = pool.starmap(_worker, [(cfg, threads)] * workers)
     done: dict[str, Any] = {}
     for part in parts:
         done.update(part)

@@ -164,7 +164,9 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
     inputs = inputs or prepare_inputs(cfg, tokenizer)
     done = {} if done is None else done
     model.eval()
-    autocast = mload.resolve_autocast(cfg.model, mload.model_device(model).type)
+    forward = mload.inference_precision(model, cfg.model)
+    autocast = {"benchmarks": forward, "translation": mload.inference_precision(model, cfg.model, generation=True),
+                "perplexity": forward}
     with mload.inference_autocast(model, cfg.model):  # bf16 where the device computes it natively
         t0 = time.time()
         if cfg.tasks:
@@ -175,11 +177,12 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
             )  # fmt: skip
         t1 = time.time()
         if cfg.has_translation:
-            done["translation"] = run_translation(
-                model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
-                max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
-                comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
-            )  # fmt: skip
+            with mload.inference_autocast(model, cfg.model, generation=True):  # decoding: fp32 on a CPU (faster there)
+                done["translation"] = run_translation(
+                    model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
+                    max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
+                    comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
+                )  # fmt: skip
         t2 = time.time()
         if cfg.perplexity_files:
             done["perplexity"] = run_perplexity(

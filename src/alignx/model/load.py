@@ -76,13 +76,27 @@ def model_device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-def inference_autocast(model: nn.Module, cfg: ModelConfig) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` for analysis and evaluation forwards, as :func:`resolve_autocast` decides for the device the
-    model is on (a no-op context for ``none``). Training gets the same precision from the trainer (accelerate)."""
+def inference_precision(model: nn.Module, cfg: ModelConfig, generation: bool = False) -> str:
+    """The autocast analysis and evaluation forwards run under (bf16 | fp16 | none), for the device the model is on.
+
+    ``generation``: token-by-token decoding. On a CPU it stays fp32 whatever ``model.autocast`` says: each decoding
+    step is a few rows, memory-bound, and bf16 autocast made few-shot translation 0.87x as fast on Gemma-3-270M
+    (``benchmarks/results/cpu_gemma3_analysis_bf16.json``; same outputs), while batched forwards gain 2.2x."""
     device = model_device(model).type
-    mode = resolve_autocast(cfg, device)
-    if mode == "none" or device not in ("cpu", "cuda"):
+    if generation and device == "cpu":
+        return "none"
+    return resolve_autocast(cfg, device) if device in ("cpu", "cuda") else "none"
+
+
+def inference_autocast(model: nn.Module, cfg: ModelConfig, generation: bool = False) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` as :func:`inference_precision` decides (autocast switched off for ``none``, so an outer
+    autocast does not leak in). Training gets its precision from the trainer (accelerate)."""
+    device = model_device(model).type
+    mode = inference_precision(model, cfg, generation)
+    if device not in ("cpu", "cuda"):
         return contextlib.nullcontext()
+    if mode == "none":
+        return torch.autocast(device_type=device, enabled=False)
     return torch.autocast(device_type=device, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
