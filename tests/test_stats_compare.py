@@ -102,6 +102,7 @@ def test_compare_pools_seeds_and_reports_intervals(tmp_path: Path):
     expected = 100 * ((19 / 20 - 2 / 10) + (18 / 20 - 2 / 10)) / 2
     assert mexa["delta"] == pytest.approx(expected) and mexa["lo"] > 0 and mexa["n"] == 20
     assert mexa["a_seeds"] == pytest.approx([90.0, 95.0]) and mexa["b_seeds"] == pytest.approx([20.0])
+    assert (mexa["seeds_a"], mexa["seeds_b"], mexa["clustered_by_pivot"]) == (2, 1, False)  # seeds resampled first
     assert rows["chrF++ en→X"]["delta"] > 0 and rows["off-target en→X"]["delta"] == pytest.approx(0.0)
     assert rows["perplexity en (relative)"]["delta"] == pytest.approx(100 * (math.exp(1.0) / math.exp(1.1) - 1))
     assert res["seed_spread"]["ax"]["MEXA L1 mean (in-domain)"]["seeds"] == 2
@@ -143,3 +144,130 @@ def test_chrf_sentence_stats_sum_to_corpus_score():
     hyps, refs = ["ein kleiner Hund", "la maison"], ["ein großer Hund", "la maison bleue"]
     summed = np.asarray(chrf_sentence_stats(hyps, refs)).sum(0)
     assert chrf_from_stats(summed) == pytest.approx(CHRF(word_order=2).corpus_score(hyps, [refs]).score)
+
+
+def _exact_cdf(values: list[float]):
+    """CDF of a finite set of equally likely values."""
+    ordered = sorted(values)
+
+    def cdf(x: float) -> float:
+        return sum(v <= x for v in ordered) / len(ordered)
+
+    return cdf
+
+
+def _brute_force(a, b, clusters=None):
+    """Every equally likely resample of the two-level bootstrap, enumerated: A's seed draws x B's seed draws x item
+    (or cluster) draws; the statistic is the mean over strata of the mean per-item difference. Written from the
+    definition, with loops, independently of alignx.eval.stats."""
+    import itertools
+
+    seeds_a, seeds_b, strata = len(a), len(b), len(a[0])
+    values = []
+    for da in itertools.product(range(seeds_a), repeat=seeds_a):
+        for db in itertools.product(range(seeds_b), repeat=seeds_b):
+            diff = [[sum(a[s][k][i] for s in da) / seeds_a - sum(b[s][k][i] for s in db) / seeds_b
+                     for i in range(len(a[0][k]))] for k in range(strata)]
+            if clusters is None:
+                draws = itertools.product(*[itertools.product(range(len(d)), repeat=len(d)) for d in diff])
+                for per_stratum in draws:
+                    values.append(sum(sum(d[i] for i in idx) / len(idx) for d, idx in zip(diff, per_stratum, strict=True)) / strata)
+            else:
+                ids = sorted({c for s in clusters for c in s})
+                for drawn in itertools.product(ids, repeat=len(ids)):
+                    means = []
+                    for d, cl in zip(diff, clusters, strict=True):
+                        picked = [d[i] for c in drawn for i in range(len(d)) if cl[i] == c]
+                        means.append(sum(picked) / len(picked) if picked else sum(d) / len(d))
+                    values.append(sum(means) / strata)
+    return values
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_hierarchical_bootstrap_reproduces_the_brute_force_interval(clustered):
+    from alignx.eval.stats import hierarchical_mean_diff
+
+    a = [[[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]]  # 2 seeds x 2 languages x 3 items
+    b = [[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]  # 1 seed
+    if not clustered:  # one language keeps the enumeration small: 4 seed draws x 27 item draws
+        a, b = [[s[0]] for s in a], [[s[0]] for s in b]
+    clusters = [["s1", "s2", "s3"], ["s1", "s2", "s3"]] if clustered else None
+    exact = _brute_force(a, b, clusters)
+    cdf = _exact_cdf(exact)
+    got = hierarchical_mean_diff(a, b, clusters=clusters, n_boot=40_000, seed=3)
+    expected_delta = sum(exact) / len(exact)  # the bootstrap mean equals the point estimate here (means of means)
+    assert got["delta"] == pytest.approx(expected_delta, abs=1e-12)
+    eps = 1e-9
+    # The sampled 2.5 % / 97.5 % quantiles sit where the exact distribution crosses them (atoms are >= 1/216 wide).
+    assert cdf(got["lo"] - eps) <= 0.025 + 0.01 and cdf(got["lo"] + eps) >= 0.025 - 0.01
+    assert cdf(got["hi"] - eps) <= 0.975 + 0.01 and cdf(got["hi"] + eps) >= 0.975 - 0.01
+    assert got["seeds_a"] == 2 and got["seeds_b"] == 1 and got["clusters"] == (3 if clustered else None)
+
+
+def test_hierarchical_bootstrap_widens_when_the_seeds_disagree():
+    """Same seed means, items identical: seeds that agree give the item-only interval; seeds that disagree (one
+    shifted up, one down) give a wider one, which averaging the seeds before resampling items would not show."""
+    from alignx.eval.stats import hierarchical_mean_diff, paired_mean_diff
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, size=(2, 60)).astype(float)  # 2 languages x 60 pairs of 0/1 outcomes
+    b = [base.tolist()]
+    agree = [(base + 0.1).tolist()] * 3
+    disagree = [(base + 0.1 + shift).tolist() for shift in (-0.3, 0.0, 0.3)]
+    same = hierarchical_mean_diff(agree, b, n_boot=4000)
+    spread = hierarchical_mean_diff(disagree, b, n_boot=4000)
+    pooled = paired_mean_diff(np.mean(disagree, axis=0).tolist(), base.tolist(), n_boot=4000)
+    assert same["delta"] == pytest.approx(0.1) and spread["delta"] == pytest.approx(0.1)
+    assert (same["hi"] - same["lo"]) < 1e-9  # no item variance in the difference, and the seeds agree
+    assert spread["hi"] - spread["lo"] > 0.3  # the seed shifts (+-0.3) dominate
+    assert pooled["hi"] - pooled["lo"] < 1e-9  # pooled first, the seed disagreement vanishes
+
+
+def test_hierarchical_bootstrap_refuses_mismatched_items():
+    from alignx.eval.stats import hierarchical_mean_diff
+
+    with pytest.raises(ValueError, match="same items"):
+        hierarchical_mean_diff([[[1.0, 0.0]]], [[[1.0, 0.0, 1.0]]])
+    with pytest.raises(ValueError, match="every seed of A"):
+        hierarchical_mean_diff([[[1.0, 0.0]], [[1.0]]], [[[1.0, 0.0]]])
+    with pytest.raises(ValueError, match="one id per item"):
+        hierarchical_mean_diff([[[1.0, 0.0]]], [[[1.0, 0.0]]], clusters=[["x"]])
+
+
+def test_compare_clusters_pairs_that_share_a_pivot_sentence(tmp_path: Path):
+    """Analyses that record pivot_ids: pairs of de and fr with the same English sentence are drawn together."""
+    _arm(tmp_path, "ax", {"de": "1111011111", "fr": "1111111101"}, ["x", "y", "z"], [1.0, 1.0, 1.0])
+    _arm(tmp_path, "cpt", {"de": "0100010000", "fr": "0001000010"}, ["x", "y", "z"], [1.0, 1.0, 1.0])
+    for arm in ("ax", "cpt"):
+        path = tmp_path / arm / "analysis.json"
+        a = json.loads(path.read_text())
+        a["pivot_ids"] = {"de": [f"e{i}" for i in range(10)], "fr": [f"e{i}" for i in range(10)]}
+        path.write_text(json.dumps(a))
+    cfg = load_config(CompareConfig, overrides={"runs_dir": str(tmp_path), "pairs": ["ax:cpt"], "layer": 1,
+                                                "analyses": {"in": "analysis.json"}, "n_boot": 300})
+    mexa = next(r for r in compare(cfg)["differences"] if r["metric"].startswith("MEXA"))
+    assert mexa["clustered_by_pivot"] is True and mexa["clusters"] == 10 and mexa["n"] == 20
+    assert mexa["delta"] == pytest.approx(100 * ((9 / 10 - 2 / 10) + (9 / 10 - 2 / 10)) / 2)
+
+
+def test_hierarchical_corpus_diff_pools_every_seed_for_the_point_and_resamples_seeds():
+    """Point estimate: the corpus metric of the seed-summed statistics (A - B); one seed per side gives the paired
+    bootstrap's distribution; seeds that disagree widen the interval."""
+    from alignx.eval.stats import hierarchical_corpus_diff
+
+    def ratio(s):
+        return s[0] / s[1]
+
+    rng = np.random.default_rng(1)
+    tokens = np.full(40, 10.0)
+    b = [[np.stack([rng.uniform(10, 20, 40), tokens], axis=1)]]
+    a1 = [[np.stack([b[0][0][:, 0] + 1.0, tokens], axis=1)]]
+    one = hierarchical_corpus_diff(a1, b, ratio, n_boot=2000, seed=0)
+    ref = paired_corpus_diff(a1[0][0], b[0][0], ratio, n_boot=2000, seed=0)
+    assert one["delta"] == pytest.approx(0.1) and ref["delta"] == pytest.approx(0.1)
+    assert one["hi"] - one["lo"] == pytest.approx(ref["hi"] - ref["lo"], abs=0.02)
+    a2 = [[np.stack([b[0][0][:, 0] + 1.0 + shift, tokens], axis=1)] for shift in (-5.0, 5.0)]
+    two = hierarchical_corpus_diff(a2, b, ratio, n_boot=2000, seed=0)
+    assert two["delta"] == pytest.approx(0.1)  # (sum over both seeds' NLL) / (both seeds' tokens) - B's
+    assert two["hi"] - two["lo"] > 0.5  # the +-5 seed shifts (+-0.5 per token) dominate
+    assert (two["seeds_a"], two["seeds_b"]) == (2, 1)

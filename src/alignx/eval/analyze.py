@@ -254,9 +254,12 @@ def analyze_model(model: torch.nn.Module, tokenizer: Any, pairs_by_lang: PairsBy
         "model": cfg.model.name_or_path or type(model).__name__,
         "config": dataclasses.asdict(cfg),
         "env": environment(),
-        "autocast": mload.resolve_autocast(cfg.model, mload.model_device(model).type),
+        "autocast": mload.inference_precision(model, cfg.model),
         "pivot": cfg.pivot,
         "languages": langs,
+        # per pair, a short hash of its pivot sentence: pairs of different languages that share one form a cluster,
+        # which alignx compare resamples as one
+        "pivot_ids": {lang: [_digest([(piv, "")])[:8] for piv, _ in pairs_by_lang[lang]] for lang in langs},
         "num_layers": num_layers,
         "layer_index": "hidden_states index: 0 = embeddings, l = output of decoder layer l",
         "pooling": per_pooling,

@@ -1,10 +1,11 @@
-"""``alignx compare``: differences between experiment arms with paired-bootstrap 95% CIs and seed spread.
+"""``alignx compare``: differences between experiment arms with hierarchical-bootstrap 95% CIs and seed spread.
 
 Reads result JSON only (``analysis.json`` files with per-pair MEXA outcomes, ``eval.json`` with per-
 sentence chrF++ statistics, off-target flags and perplexity). Arms trained with different seeds form a
-group; a group's per-item values are pooled over its seeds (MEXA outcomes and off-target flags averaged,
-chrF++ statistics and NLL summed), so the interval covers the sentence sample of the seed-averaged
-models, and the spread over seeds is reported beside it. Writes ``comparison.json``, ``comparison.md``
+group. Each bootstrap resample draws each group's seeds with replacement, then the items (paired: the same draw
+for both groups; MEXA pairs that share a pivot sentence as one cluster), so the interval covers both the seed and
+the sentence sample (:func:`alignx.eval.stats.hierarchical_mean_diff`); the spread over seeds is reported beside
+it. Writes ``comparison.json``, ``comparison.md``
 and ``differences.png`` (one panel per metric, every difference with its interval).
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from alignx.config import ConfigError, opt
 from alignx.eval.perplexity import perplexity_from_stats
-from alignx.eval.stats import N_BOOT, paired_corpus_diff, paired_mean_diff, seed_spread
+from alignx.eval.stats import N_BOOT, hierarchical_corpus_diff, hierarchical_mean_diff, seed_spread
 from alignx.eval.translation import chrf_from_stats
 from alignx.utils import write_json
 
@@ -74,6 +75,10 @@ class Arm:
             return None
         return {lang: (res["pairs_digest"][lang], [float(c) for c in v[layer]]) for lang, v in res["mexa_items"].items()}
 
+    def pivot_ids(self, label: str) -> dict[str, list[str]] | None:
+        """{lang: per-pair pivot-sentence ids} of an analysis (analyses written before the field: None)."""
+        return (self.analyses.get(label) or {}).get("pivot_ids")
+
     def recommended_layer(self) -> int | None:
         for a in self.analyses.values():
             if a and isinstance(a.get("recommended_layer"), int):
@@ -83,9 +88,10 @@ class Arm:
 
 def _mexa_metric(
     a_arms: list[Arm], b_arms: list[Arm], label: str, pooling: str, layer: int
-) -> tuple[list[str], list[list[float]], list[list[float]], list[float], list[float]] | None:
-    """Languages both sides have; seed-pooled per-pair outcomes of A and of B (strata = languages); each
-    seed's mean MEXA for A and for B. None when an arm lacks per-pair data."""
+) -> tuple[list[str], list[list[list[float]]], list[list[list[float]]], list[float], list[float], list[list[str]] | None] | None:
+    """Languages both sides have; per-pair outcomes of each seed of A and of B (``[seed][language][pair]``); each
+    seed's mean MEXA for A and for B; the pairs' pivot-sentence clusters (``[language][pair]``, None when an analysis
+    predates them). None when an arm lacks per-pair data."""
     items_a = [(a, m) for a in a_arms if (m := a.mexa_items(label, pooling, layer)) is not None]
     items_b = [(a, m) for a in b_arms if (m := a.mexa_items(label, pooling, layer)) is not None]
     if not items_a or not items_b:
@@ -99,13 +105,15 @@ def _mexa_metric(
             raise ConfigError(f"{label} analysis of {lang}: arms {names} used different sentences; analyse them on the same file and settings")
     pa, pb = per_arm[: len(a_arms)], per_arm[len(a_arms) :]
 
-    def pooled(ps: list[Any]) -> list[list[float]]:
-        return [list(np.mean([p[lang][1] for p in ps], axis=0)) for lang in langs]
+    def seeds(ps: list[Any]) -> list[list[list[float]]]:
+        return [[p[lang][1] for lang in langs] for p in ps]
 
     def per_seed(ps: list[Any]) -> list[float]:
         return [float(np.mean([np.mean(p[lang][1]) for lang in langs])) for p in ps]
 
-    return langs, pooled(pa), pooled(pb), per_seed(pa), per_seed(pb)
+    ids = a_arms[0].pivot_ids(label)
+    clusters = [ids[lang] for lang in langs] if ids and all(lang in ids for lang in langs) else None
+    return langs, seeds(pa), seeds(pb), per_seed(pa), per_seed(pb), clusters
 
 
 def _directions(arms: list[Arm]) -> list[str]:
@@ -114,27 +122,26 @@ def _directions(arms: list[Arm]) -> list[str]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[list[Any], list[float]] | None:
-    """key 'chrf_stats' -> seed-summed [N, 24] per direction; 'off_target' -> seed-averaged flags per direction."""
+def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[list[list[Any]], list[float]] | None:
+    """Per seed and direction (``[seed][direction]``): key 'chrf_stats' -> [N, 24] statistics; 'off_target' -> flags;
+    and each seed's mean over directions (chrF++ of the direction's corpus, or the off-target share)."""
     arms = [a for a in arms if all(d in (a.eval.get("translation") or {}) for d in dirs)]
     if not dirs or not arms:
         return None
-    strata = []
-    for d in dirs:
-        items = [np.asarray(a.eval["translation"][d]["items"][key], dtype=np.float64) for a in arms]
-        strata.append(np.sum(items, axis=0) if key == "chrf_stats" else np.mean(items, axis=0))
+    seeds = [[np.asarray(a.eval["translation"][d]["items"][key], dtype=np.float64) for d in dirs] for a in arms]
     if key == "chrf_stats":
-        per_seed = [float(np.mean([chrf_from_stats(np.asarray(a.eval["translation"][d]["items"][key]).sum(0)) for d in dirs])) for a in arms]
+        per_seed = [float(np.mean([chrf_from_stats(x.sum(0)) for x in s])) for s in seeds]
     else:
-        per_seed = [float(np.mean([np.mean(a.eval["translation"][d]["items"][key]) for d in dirs])) for a in arms]
-    return strata, per_seed
+        per_seed = [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+    return seeds, per_seed
 
 
-def _ppl_metric(arms: list[Arm], lang: str) -> tuple[np.ndarray, list[float]] | None:
+def _ppl_metric(arms: list[Arm], lang: str) -> tuple[list[list[np.ndarray]], list[float]] | None:
+    """Per seed, one stratum of [N, 2] (NLL, tokens) per sentence; each seed's perplexity."""
     entries = [e for a in arms if (e := (a.eval.get("perplexity") or {}).get(lang)) is not None]
     if not entries:
         return None
-    stats = np.sum([np.stack([e["items"]["nll"], e["items"]["tokens"]], axis=1) for e in entries], axis=0)  # type: ignore[index]
+    stats = [[np.stack([e["items"]["nll"], e["items"]["tokens"]], axis=1)] for e in entries]  # type: ignore[index]
     return stats, [float(e["ppl"]) for e in entries]  # type: ignore[index]
 
 
@@ -169,27 +176,30 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             m = _mexa_metric(A, B, label, cfg.pooling, layer)
             if m is None:
                 continue
-            langs, sa, sb, seeds_a, seeds_b = m
-            diff = paired_mean_diff(sa, sb, cfg.n_boot, seed=cfg.seed)
-            add(f"MEXA L{layer} {cfg.pooling} ({label})", "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b], {"languages": langs})
+            langs, sa, sb, seeds_a, seeds_b, clusters = m
+            diff = hierarchical_mean_diff(sa, sb, clusters, cfg.n_boot, seed=cfg.seed)
+            add(f"MEXA L{layer} {cfg.pooling} ({label})", "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b],
+                {"languages": langs, "clustered_by_pivot": clusters is not None})
         dirs = sorted(set(_directions(A)) & set(_directions(B)))
         for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
             ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
             if ca and cb:
-                add(f"chrF++ {side}", "points", paired_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
+                add(f"chrF++ {side}", "points", hierarchical_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
             oa, ob = _translation_metric(A, sel, "off_target"), _translation_metric(B, sel, "off_target")
             if oa and ob:
-                add(f"off-target {side}", "points", _scale(paired_mean_diff(oa[0], ob[0], cfg.n_boot, seed=cfg.seed), 100), [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
+                add(f"off-target {side}", "points", _scale(hierarchical_mean_diff(oa[0], ob[0], None, cfg.n_boot, seed=cfg.seed), 100), [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
         pa, pb = _ppl_metric(A, cfg.perplexity_lang), _ppl_metric(B, cfg.perplexity_lang)
         if pa is not None and pb is not None:
-            diff = paired_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
+            diff = hierarchical_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
             add(f"perplexity {cfg.perplexity_lang} (relative)", "%", _scale(diff, 100), pa[1], pb[1], {})
     result = {
         "kind": "comparison",
         "runs_dir": str(root),
         "groups": {g: members[g] for g in sorted(names)},
         "pooling": cfg.pooling,
-        "interval": "paired bootstrap over items (sentences / pairs), percentile, 95%",
+        "interval": ("hierarchical bootstrap, percentile, 95%: each resample draws the seeds of each side with replacement, "
+                     "then items (pairs / sentences) within each language or direction, the same for both sides; MEXA pairs "
+                     "sharing a pivot sentence are drawn as one cluster where the analyses record pivot_ids"),
         "differences": rows,
         "seed_spread": spreads,
         "notes": notes,
