@@ -70,6 +70,9 @@ def world(tmp_path_factory, one_thread) -> dict[str, Path]:
     _write(d / "mc_bad.jsonl", _jsonl({"lang": "de", "question": "Q?", "choices": ["a", "b"], "label": 5}))
     _write(d / "bench" / "xnli" / "de" / "validation.jsonl", _jsonl({"premise": "A man.", "label": 0}))
     _write(d / "pipeline.yaml", "stage1:\n  loss: [unclosed\n")
+    _write(d / "dup.yaml", "optim:\n  lr: 1.0e-4\n  batch_size: 4\n  lr: 3.0e-4\n")  # PyYAML alone keeps the last
+    (d / "empty_runs").mkdir()
+    _write(d / "typos.yaml", "lerning_rate: 1.0e-4\nlogging_stpes: 5\n")
     # model directories that are not models
     (root / "no_config").mkdir()
     _write(root / "no_config" / "README.md", "not a model")
@@ -130,6 +133,9 @@ CASES = [
     ("all-rows-too-long", [*TRAIN, "data.max_length=4"], 2, r"stage 1 has no training rows.*24 too long.*check data\.max_length"),
     # ---- settings ------------------------------------------------------------------------------------------
     ("unknown-setting", [*TRAIN, "optim.learning_rate=1e-4"], 2, r"unknown setting optim\.learning_rate"),
+    ("duplicate-yaml-key", [*TRAIN, "--config", "{d}/dup.yaml"], 2, r"dup\.yaml:4: duplicate key 'lr' \(first at line 2\); keep one"),
+    ("typos-all-at-once", [*TRAIN, "--config", "{d}/typos.yaml"], 2,
+     r"typos\.yaml: unknown settings lerning_rate \(did you mean learning_rate[,?].*\); logging_stpes \(did you mean logging_steps[,?]"),
     ("wrong-type", [*TRAIN, "optim.batch_size=eight"], 2, r"optim\.batch_size: expected int, got 'eight'"),
     ("bad-yaml", [*TRAIN, "--config", "{d}/pipeline.yaml"], 2, r"pipeline\.yaml:\d+: invalid YAML"),
     ("zero-epochs", [*TRAIN, "optim.max_steps=-1", "optim.epochs=-1"], 2, r"optim\.epochs must be > 0 \(or set optim\.max_steps > 0\)"),
@@ -206,6 +212,8 @@ CASES = [
     ("pipeline-stage-data", ["pipeline", "stage1.model.name_or_path={model}", "stage1.data.parallel=[{d}/bad_json.jsonl]", "output_dir={out}",
                              "stage1.report_to=none"], 2, r"bad_json\.jsonl:2: invalid JSON"),
     ("experiment-arm", ["experiment", "arms=[{d}/no_arm.yaml]", "output_dir={out}"], 2, r"no_arm\.yaml: file not found"),
+    ("compare-missing-runs", ["compare", "runs_dir={root}/no_runs_here", "pairs=[a:b]"], 2, r"runs_dir=.*no_runs_here: no such directory"),
+    ("compare-empty-runs", ["compare", "runs_dir={d}/empty_runs", "pairs=[a:b]"], 2, r"runs_dir=.*empty_runs: holds no arm directories"),
     ("export-adapter", ["export", "adapter_dir={root}/no_config", "output_dir={out}"], 2, r"adapter_dir: .*no_config has no adapter_config\.json"),
 ]
 
@@ -238,3 +246,37 @@ def test_debug_switch_shows_the_traceback(world, monkeypatch):
     monkeypatch.setenv("ALIGNX_DEBUG", "1")
     with pytest.raises(ValueError, match="empty file"):
         cli.main([a.format(out=world["root"] / "x", **world) for a in [*TRAIN, "data.parallel=[{d}/empty.jsonl]"]])
+
+
+def test_a_moses_prefix_with_a_fifo_is_refused_not_read(world, tmp_path):
+    """A Moses/OPUS prefix whose second file is a FIFO: refused in one line (exit 2) before anything opens it. It
+    used to hang for ever hashing the FIFO for the cache key, hence the subprocess and its timeout."""
+    import os
+    import subprocess
+    import sys
+
+    prefix = tmp_path / "corpus.de-en"
+    Path(f"{prefix}.de").write_text("Hallo Welt\n", encoding="utf-8")
+    os.mkfifo(f"{prefix}.en")
+    argv = [sys.executable, "-m", "alignx.cli", "train", f"model.name_or_path={world['model']}", f"data.parallel=[{prefix}]",
+            f"output_dir={tmp_path / 'out'}", "optim.max_steps=1", "report_to=none"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert re.search(r"corpus\.de-en\.en: not a regular file", proc.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_model_with_its_own_code_names_trust_remote_code(world, tmp_path, capsys):
+    """A model directory whose config maps to its own Python modules: one line naming model.trust_remote_code."""
+    d = tmp_path / "custom"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "mycustom", "architectures": ["MyCustomForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_my.MyConfig", "AutoModelForCausalLM": "modeling_my.MyModel"}}))
+    (d / "configuration_my.py").write_text("from transformers import PretrainedConfig\n\n\nclass MyConfig(PretrainedConfig):\n"
+                                           "    model_type = 'mycustom'\n")
+    status = cli.main(["analyze", f"model.name_or_path={d}", f"parallel=[{world['pairs']}]", "min_sentences=2", f"output_dir={tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "set model.trust_remote_code=true" in err

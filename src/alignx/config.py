@@ -11,6 +11,7 @@ routed to the one field that holds it (:func:`route_trainer_names`).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import json
 import logging
@@ -532,8 +533,11 @@ def check_trainer_arguments(trainer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _did_you_mean(key: str, names: typing.Iterable[str], prefix: str = "") -> str:
-    close = sorted(n for n in names if n.startswith(key[:3]))
-    return f" (did you mean {', '.join(prefix + c for c in close[:6])}?)" if close else ""
+    """`` (did you mean a, b?)`` from :func:`difflib.get_close_matches` (typos such as ``lerning_rate``), else the names
+    sharing the key's first 3 letters; empty when nothing is close."""
+    names = sorted(set(names))
+    close = difflib.get_close_matches(key, names, n=4, cutoff=0.6) or [n for n in names if n.startswith(key[:3])][:6]
+    return f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
 
 
 def _hf_alias(name: str, value: Any, where: str) -> tuple[str, Any]:
@@ -574,6 +578,8 @@ def route_trainer_names(updates: dict[str, Any], prefix: str, source: str) -> di
                                   f"{prefix}{path}; keep one")
         placed[path] = (written, value, shown)
 
+    unknown: list[str] = []
+
     def place_hf(name: str, value: Any, written: str) -> None:
         where = f"{source}: {prefix}{written}"
         if name in HF_REFUSED:
@@ -586,8 +592,9 @@ def route_trainer_names(updates: dict[str, Any], prefix: str, source: str) -> di
             place(name, value, written)
         else:
             fields = _hf_fields()
-            if name not in fields:
-                raise ConfigError(f"{source}: unknown setting {prefix}{written}{_did_you_mean(name, [*_TRAIN_NAMES, *fields], prefix)}")
+            if name not in fields:  # reported with every other unknown name of this source, below
+                unknown.append(f"{prefix}{written}{_did_you_mean(name, [*_TRAIN_NAMES, *fields], prefix)}")
+                return
             hf_value(name, value, where)  # a bad value fails here, naming its file
             place(f"trainer.{name}", value, written)
 
@@ -606,6 +613,8 @@ def route_trainer_names(updates: dict[str, Any], prefix: str, source: str) -> di
             place(key, value, key)
         else:
             place_hf(key, value, key)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting{'s' if len(unknown) > 1 else ''} {'; '.join(unknown)}")
     if precision:
         on = [w for w, v in precision.items() if v]
         if len(on) > 1:
@@ -801,11 +810,11 @@ def _merge(target: dict[str, Any], cls: type, updates: dict[str, Any], prefix: s
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = set(fields)
+    unknown = [key for key in updates if key not in names]
+    if unknown:  # every unknown key of this section in one message
+        what = "; ".join(f"{prefix}{key}{_did_you_mean(key, names, prefix)}" for key in unknown)
+        raise ConfigError(f"{source}: unknown setting{'s' if len(unknown) > 1 else ''} {what}")
     for key, value in updates.items():
-        if key not in names:
-            close = [n for n in names if n.startswith(key[:3])]
-            hint = f" (did you mean {', '.join(prefix + c for c in close)}?)" if close else ""
-            raise ConfigError(f"{source}: unknown setting {prefix}{key}{hint}")
         tp = hints[key]
         if _is_dataclass_type(tp):
             if not isinstance(value, dict):
@@ -850,6 +859,29 @@ def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> None:
             base[k] = v
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a mapping that holds one key twice (PyYAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(key, line, seen[key])
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(cls: type[T], yaml_files: list[str | Path] = (), overrides: list[str] | dict[str, Any] = ()) -> T:
     """Build ``cls`` from defaults, YAML files (in order) and ``key=value`` overrides."""
     values: dict[str, Any] = {}
@@ -858,7 +890,9 @@ def load_config(cls: type[T], yaml_files: list[str | Path] = (), overrides: list
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
+        except _DuplicateKey as e:
+            raise ConfigError(f"{path}:{e.line}: duplicate key {e.key!r} (first at line {e.first}); keep one") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

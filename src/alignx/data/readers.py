@@ -329,7 +329,10 @@ def check_source(source: str | Path) -> None:
         parse_hub_spec(source)
         return
     path = Path(source)
-    if not path.exists() and moses_files(path) is not None:
+    moses = moses_files(path) if not path.exists() else None
+    if moses is not None:  # both files regular and non-empty: a FIFO or device would block the digest and the read
+        check_data_file(moses[0])
+        check_data_file(moses[1])
         return
     check_data_file(path)
     if path.suffix.lower() not in FILE_SUFFIXES:
@@ -346,6 +349,7 @@ def source_identity(source: str | Path) -> str:
     files = [path] if path.exists() else list(moses_files(path) or (path,))[:2]
     parts = []
     for f in files:
+        check_data_file(f)  # only regular files are opened (a FIFO would block here for ever)
         with Path(f).open("rb") as fh:
             parts.append(f"{Path(f).name}|{hashlib.file_digest(fh, 'blake2b').hexdigest()[:32]}")
     return ";".join(parts)

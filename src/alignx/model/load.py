@@ -154,12 +154,24 @@ def check_model_path(cfg: ModelConfig, need_weights: bool = True) -> Any:
     try:
         config = AutoConfig.from_pretrained(path, **kwargs)
     except Exception as e:  # noqa: BLE001 - whatever transformers raises, the input is at fault: one line
+        if needs_remote_code(e, cfg):
+            raise ConfigError(f"{where}: {REMOTE_CODE_HINT}") from None
         hint = "" if local.exists() else " (not a local directory; a hub id needs the network or the HF cache)"
         raise ConfigError(f"{where}: cannot read the model config{hint}: {first_line(e)}") from None
     remote = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not (remote and cfg.trust_remote_code):
         raise ConfigError(f"{where}: a {config.model_type!r} model, which transformers cannot load as a causal LM")
     return config
+
+
+REMOTE_CODE_HINT = ("the model comes with its own Python code; set model.trust_remote_code=true to run it (only for "
+                    "code you trust: it executes on this machine)")
+
+
+def needs_remote_code(e: BaseException, cfg: ModelConfig) -> bool:
+    """Whether transformers refused ``e`` because the model's own code may not run (model.trust_remote_code=false)."""
+    text = str(e)
+    return not cfg.trust_remote_code and ("trust_remote_code" in text or "contains custom code" in text)
 
 
 def _check_safetensors(model_dir: Path) -> None:
@@ -225,6 +237,8 @@ def load_tokenizer(cfg: ModelConfig, padding_side: str = "right", chat_template:
         tok = AutoTokenizer.from_pretrained(path, **kwargs)
     except Exception as e:  # noqa: BLE001 - a directory without a usable tokenizer: one line
         key = "model.tokenizer" if cfg.tokenizer else "model.name_or_path"
+        if needs_remote_code(e, cfg):
+            raise ConfigError(f"{key}={cfg.tokenizer or cfg.name_or_path}: {REMOTE_CODE_HINT}") from None
         raise ConfigError(f"{key}={cfg.tokenizer or cfg.name_or_path}: cannot load a tokenizer: {first_line(e)}") from None
     if tok.pad_token_id is None:
         # Causal LMs often ship without a pad token; padding positions are masked everywhere.
@@ -249,6 +263,8 @@ def load_model(cfg: ModelConfig) -> nn.Module:
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:  # not a model / corrupt weights: one line (ALIGNX_DEBUG=1 shows the traceback)
+        if needs_remote_code(e, cfg):
+            raise ConfigError(f"model.name_or_path={cfg.name_or_path}: {REMOTE_CODE_HINT}") from e
         raise ConfigError(f"model.name_or_path={cfg.name_or_path}: cannot load the model: {first_line(e)}") from e
 
 

@@ -147,6 +147,10 @@ def _ppl_metric(arms: list[Arm], lang: str) -> tuple[list[list[np.ndarray]], lis
 
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     root = Path(cfg.runs_dir)
+    if not root.is_dir():  # checked before anything is written: compare never creates its inputs
+        raise ConfigError(f"runs_dir={cfg.runs_dir}: no such directory; give the output_dir an `alignx experiment` wrote")
+    if not any(p.is_dir() for p in root.iterdir()):
+        raise ConfigError(f"runs_dir={cfg.runs_dir}: holds no arm directories; run `alignx experiment` into it first")
     members: dict[str, list[str]] = {k: list(v) for k, v in cfg.groups.items()}
     names = {n for p in cfg.pairs for n in p.split(":")}
     for n in names:
