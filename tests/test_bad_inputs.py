@@ -57,6 +57,7 @@ def world(tmp_path_factory, one_thread) -> dict[str, Path]:
     _write(d / "bad_json.jsonl", _jsonl(ROW) + '{"src": "a", "tgt": \n')
     _write(d / "not_object.jsonl", "[1, 2]\n")
     _write(d / "missing.jsonl", _jsonl(ROW, {"src": "a", "tgt": "b"}))
+    _write(d / "same_lang.jsonl", _jsonl(ROW, {**ROW, "tgt": "Hello!", "tgt_lang": "en"}))
     _write(d / "klingon.jsonl", _jsonl({**ROW, "tgt_lang": "klingon"}))
     _write(d / "empty_text.jsonl", _jsonl({**ROW, "tgt": "   "}))
     _write(d / "cols.tsv", "Hello\tHallo\ten\n")
@@ -121,6 +122,7 @@ CASES = [
     ("bad-json", [*TRAIN, "data.parallel=[{d}/bad_json.jsonl]"], 2, r"bad_json\.jsonl:2: invalid JSON"),
     ("not-object", [*TRAIN, "data.parallel=[{d}/not_object.jsonl]"], 2, r"not_object\.jsonl:1: expected a JSON object"),
     ("missing-fields", [*TRAIN, "data.parallel=[{d}/missing.jsonl]"], 2, r"missing\.jsonl:2: missing field\(s\) src_lang, tgt_lang"),
+    ("same-language-pair", [*TRAIN, "data.parallel=[{d}/same_lang.jsonl]"], 2, r"same_lang\.jsonl:2: source and target are both 'en'"),
     ("language-code", [*TRAIN, "data.parallel=[{d}/klingon.jsonl]"], 2, r"klingon\.jsonl:1: unknown language code 'klingon'"),
     ("empty-text", [*TRAIN, "data.parallel=[{d}/empty_text.jsonl]"], 2, r"empty_text\.jsonl:1: empty source or target text"),
     ("tsv-columns", [*TRAIN, "data.parallel=[{d}/cols.tsv]"], 2, r"cols\.tsv:1: expected 4 tab-separated columns"),

@@ -198,3 +198,18 @@ def test_invalid_utf8_names_file_and_line(tmp_path):
     path.write_bytes(b"Hello\tHallo\ten\tde\nCaf\xe9\tCafe\ten\tde\n")
     with pytest.raises(DataError, match=r"p\.tsv:2: invalid UTF-8 \(byte 0xe9 at column 4\)"):
         read_parallel(path)
+
+
+def test_same_language_pairs_are_refused_or_skipped_and_counted(tmp_path):
+    """A pair whose two languages are one after normalisation (en-en, or deu / de) is not a translation: refused
+    with file:line, or under on_bad_row=skip skipped and counted. Both row layouts."""
+    good = json.dumps({"src": "a", "tgt": "b", "src_lang": "en", "tgt_lang": "de"})
+    same = json.dumps({"src": "Hello", "tgt": "Hello there", "src_lang": "en", "tgt_lang": "en"})
+    normalised = json.dumps({"translation": {"deu": "Hallo", "de": "Hallo Welt"}})
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join([good, same, normalised, good]) + "\n")
+    with pytest.raises(DataError, match=r"p\.jsonl:2: source and target are both 'en'.*data\.on_bad_row=skip"):
+        read_parallel(path)
+    stats = ReadStats()
+    rows = read_parallel(path, on_bad_row="skip", stats=stats)
+    assert len(rows) == 2 and sum(stats.skipped.values()) == 2

@@ -333,3 +333,34 @@ def test_no_rows_left_is_a_clear_error(tmp_path):
         data_mod.build(d, 1, make_tokenizer(), True)
     with pytest.raises(ConfigError, match="data.num_proc must be >= 1"):
         DataConfig(num_proc=0)
+
+
+def test_hub_probe_and_offline_hub_source_fail_fast(monkeypatch):
+    """hub_reachable opens a TCP connection to HF_ENDPOINT (a listening local socket: yes; a closed port: no). An hf:
+    source with the hub unreachable and not in the HF cache fails in one line within seconds (the cache only, no
+    retries: datasets alone spent ~30 s and a dozen log lines)."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    from alignx.data import readers
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        assert readers.hub_reachable(timeout=2.0)
+    finally:
+        server.close()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")  # nothing listens there now
+    assert not readers.hub_reachable(timeout=2.0)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as on a user's machine without the offline flags
+    start = time.monotonic()
+    with pytest.raises(readers.DataError, match=r"hf:alignx-test/no-such-dataset: the hub is not reachable.*local file"):
+        readers.load_hub("hf:alignx-test/no-such-dataset")
+    assert time.monotonic() - start < 5.0
+    assert constants.HF_HUB_OFFLINE is False  # offline mode was switched on for the call only

@@ -29,6 +29,7 @@ alignment of two Moses files); a trailing ``\r`` is dropped. Invalid UTF-8 is an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -174,14 +175,57 @@ def parse_hub_spec(spec: str) -> tuple[str, str | None, str]:
     return name, config or None, split or "train"
 
 
-def load_hub(spec: str) -> Any:
-    """The :class:`datasets.Dataset` of a hub spec (see :func:`parse_hub_spec`)."""
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub's endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """datasets and huggingface_hub in offline mode for the duration (the HF cache only, no retries)."""
     import datasets
+    from huggingface_hub import constants
+
+    before = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = before
+
+
+def load_hub(spec: str) -> Any:
+    """The :class:`datasets.Dataset` of a hub spec (see :func:`parse_hub_spec`).
+
+    Without a connection to the hub (probed for :data:`HUB_PROBE_TIMEOUT_S` seconds, unless offline mode is already
+    on) the dataset comes from the HF cache only, so an uncached one fails at once with one line instead of after
+    ``datasets``' retries (about 30 s and a dozen log lines)."""
+    import datasets
+    from huggingface_hub import constants
 
     name, config, split = parse_hub_spec(spec)
+    offline = bool(constants.HF_HUB_OFFLINE) or not hub_reachable()
     try:
-        return datasets.load_dataset(name, config, split=split)
+        with _hub_offline() if offline else contextlib.nullcontext():
+            return datasets.load_dataset(name, config, split=split)
     except Exception as e:  # noqa: BLE001 - connection, missing config or split: one line that says which
+        if offline:
+            raise DataError(f"{spec}: the hub is not reachable (offline) and the HF cache does not hold this dataset "
+                            f"({type(e).__name__}); give a local file (.jsonl, .parquet, a Moses prefix) or load it once "
+                            "where the network is, to fill the cache") from None
         raise DataError(f"{spec}: cannot load the hub dataset ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                         "check the name, config and split, and that the network or the HF cache has it") from None
 
@@ -368,12 +412,21 @@ def pair_from_row(row: Any, where: str) -> Pair:
             raise DataError(f"{where}: a 'translation' row needs exactly two languages, got {len(tr)} ({', '.join(tr) or 'none'})")
         (a, sa), (b, sb) = tr.items()
         s, t = _check_pair(sa, sb, where)
-        return Pair(s, t, _lang(a, where), _lang(b, where))
+        return _crossing(Pair(s, t, _lang(a, where), _lang(b, where)), where)
     missing = [k for k in PAIR_FIELDS if row.get(k) is None]  # Parquet / hub rows carry every column, null where absent
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)} (or give a 'translation' row)")
     s, t = _check_pair(row["src"], row["tgt"], where)
-    return Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where))
+    return _crossing(Pair(s, t, _lang(row["src_lang"], where), _lang(row["tgt_lang"], where)), where)
+
+
+def _crossing(pair: Pair, where: str) -> Pair:
+    """``pair`` when its two languages differ (after normalising the codes), else a DataError: an en-en row would
+    train "Translate English to English" and give L_CTR a sentence and itself as a translation pair."""
+    if pair.src_lang == pair.tgt_lang:
+        raise DataError(f"{where}: source and target are both {pair.src_lang!r}; a parallel row must cross languages "
+                        "(fix or remove it, or set data.on_bad_row=skip to skip and count such rows)")
+    return pair
 
 
 def _messages(turns: Any, where: str, role_key: str, text_key: str, roles: dict[str, str], field: str) -> list[dict[str, str]]:
