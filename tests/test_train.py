@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 
 from alignx.config import TrainConfig, load_config
 from alignx.train import stage
-from conftest import ARCHS, save_tiny_model, write_pairs
+from conftest import ARCHS, message, save_tiny_model, write_pairs
 
 
 def _cfg(model_dir: Path, out: Path, *extra: str) -> TrainConfig:
@@ -286,3 +287,56 @@ def test_a_checkpoint_of_another_precision_is_not_resumed():
     assert why is not None and "model.autocast=none" in why
     assert outputs.mismatch({"settings": {"a": 1}, "precision": "bf16"}, record) is None
     assert outputs.mismatch({"settings": {"a": 1}}, record) is None  # an older record
+
+
+def _nan_in(term: str, calls: set[int]):
+    """AlignXModel.forward with ``term`` made NaN (through its graph, so its gradient is NaN too) on the given calls."""
+    from alignx.model.alignx_model import AlignXModel
+
+    real = AlignXModel.forward
+    count = {"n": 0}
+
+    def forward(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        out = real(self, *a, **k)
+        count["n"] += 1
+        if self.training and count["n"] in calls:
+            key = {"ntp": "ntp_sum", "ctr": "ctr", "lam": "lam"}[term]
+            out = {**out, key: out[key] * float("nan")}
+        return out
+
+    return forward
+
+
+@pytest.mark.parametrize("term", ["ntp", "ctr", "lam"])
+def test_a_step_with_a_non_finite_term_is_skipped_and_counted(tmp_path, tiny_llama_dir, pairs_file, monkeypatch, term):
+    """A NaN in one loss term on step 2: that optimiser step is not applied (the weights stay finite), is counted in
+    train_summary.json with the term, and training goes on; the logged terms leave the bad micro-batch out."""
+    from alignx.model.alignx_model import AlignXModel
+
+    monkeypatch.setattr(AlignXModel, "forward", _nan_in(term, {2}))
+    summary = stage.main(_cfg(tiny_llama_dir, tmp_path / "out", f"data.parallel=[{pairs_file}]"))
+    assert summary["steps"] == 3
+    assert summary["nonfinite_skipped_steps"] == [{"step": 2, "non_finite": [term, "gradient"]}]
+    weights = _params(summary["final_model"])
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert all(math.isfinite(h[k]) for h in summary["history"] for k in ("loss_ntp", "loss_ctr", "loss_lam") if k in h)
+
+
+def test_consecutive_non_finite_steps_stop_training_in_one_line(tmp_path, tiny_llama_dir, pairs_file, monkeypatch, capsys):
+    """max_nonfinite_steps=2 and a NaN on every step from the second: training stops at step 3 with one line (exit 1)
+    and writes no final model. Step 2 was skipped, so its checkpoint holds exactly step 1's weights."""
+    from alignx import cli
+    from alignx.model.alignx_model import AlignXModel
+
+    monkeypatch.setattr(AlignXModel, "forward", _nan_in("lam", set(range(2, 100))))
+    out = tmp_path / "out"
+    argv = ["train", f"model.name_or_path={tiny_llama_dir}", f"output_dir={out}", f"data.parallel=[{pairs_file}]",
+            "optim.max_steps=5", "optim.batch_size=4", "save_steps=1", "report_to=none", "model.autocast=none",
+            "max_nonfinite_steps=2"]
+    assert cli.main(argv) == 1
+    line = message(capsys.readouterr().err, "train")  # exactly one line of alignx's own, no traceback
+    assert "step 3: 2 optimiser steps in a row had a non-finite lam, gradient; training stopped" in line
+    assert not (out / "final").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    one, two = _params(out / "checkpoint-1"), _params(out / "checkpoint-2")
+    assert all(torch.equal(one[k], two[k]) for k in one)

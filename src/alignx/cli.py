@@ -68,13 +68,13 @@ _DISK_FULL = ("unexpected pos", "PytorchStreamWriter failed writing", "file writ
 
 def failure(name: str, e: BaseException) -> tuple[str, int]:
     """(one-line message, exit status) for an exception that ended command ``name``."""
-    from alignx.utils import WRITE_ERRNOS, OutputDirBusy
+    from alignx.utils import WRITE_ERRNOS, OutputDirBusy, TrainingDiverged
 
     if isinstance(e, KeyboardInterrupt):
         return f"alignx {name}: interrupted", 130
     if isinstance(e, _user_errors()):
         return f"alignx {name}: {_one_line(e)}", 2
-    if isinstance(e, OutputDirBusy):
+    if isinstance(e, OutputDirBusy | TrainingDiverged):
         return f"alignx {name}: {_one_line(e)}", 1
     if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
         where = e.filename or "the output directory"

@@ -386,6 +386,11 @@ class TrainConfig:
     logging_steps: int = opt(10, "log every N optimiser steps")
     save_steps: int = opt(500, "checkpoint every N optimiser steps")
     save_total_limit: int = opt(2, "keep at most this many checkpoints")
+    max_nonfinite_steps: int = opt(
+        3,
+        "an optimiser step whose loss terms (NTP, L_CTR, L_LAM) or gradients are not finite is skipped, counted and "
+        "logged; this many in a row stop training with one line (0: no guard)",
+    )
     resume: str | None = opt(
         None,
         "resume from a checkpoint dir, or 'latest' for the newest complete checkpoint in output_dir written with these "
@@ -432,6 +437,8 @@ class TrainConfig:
             raise ConfigError(
                 f"logging_steps, save_steps and save_total_limit must be >= 1, got {self.logging_steps}, {self.save_steps}, {self.save_total_limit}"
             )
+        if self.max_nonfinite_steps < 0:
+            raise ConfigError(f"max_nonfinite_steps must be >= 0 (0: no guard), got {self.max_nonfinite_steps}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.model.freeze_embeddings and self.lora.enabled:
@@ -648,6 +655,7 @@ _TRAIN_NAMES = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 RUN_CONTROL = ("resume", "overwrite_output_dir")
 # The chunking of the fused next-token loss is here too: it changes how the sum is rounded, not what is trained.
 OPERATIONAL = (*RUN_CONTROL, "output_dir", "report_to", "num_workers", "logging_steps", "save_steps", "save_total_limit",
+               "max_nonfinite_steps",
                "data.num_proc", "data.cache_dir", "loss.ntp_chunk_size", "loss.ntp_chunk_mib", "loss.ntp_backend",
                *(f"trainer.{name}" for name in HF_OPERATIONAL))
 
@@ -663,6 +671,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "data.cache_dir": None,
     "loss.ntp_chunk_mib": 0.0,
     "loss.ntp_backend": "recompute",
+    "max_nonfinite_steps": 0,
     "trainer": {},
 }
 # Setting values renamed since: a record's old value reads as the new one.

@@ -169,6 +169,10 @@ class OutputDirBusy(RuntimeError):
     """Another alignx run holds the output directory's lock."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Training stopped after too many optimiser steps in a row with a non-finite loss term or gradient."""
+
+
 # Errors of the machine rather than of alignx (disk full, read-only, no permission): the CLI reports them
 # as one line naming the path.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -225,6 +225,7 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: di
         lambda_ctr=cfg.loss.lambda_ctr if model.use_ctr else 0.0,
         lambda_lam=cfg.loss.lambda_lam if model.use_lam else 0.0,
         run_record=record,
+        max_nonfinite_steps=cfg.max_nonfinite_steps,
     )
     if cfg.data.packing:  # after the Trainer placed the model (flash attention runs on the GPU only)
         check_rows_stay_apart(lm)
@@ -249,6 +250,8 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: di
         "train_loss": result.training_loss if trained > 0 else None,
         "final_losses": {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("loss")},
         "first_losses": {k: v for k, v in (history[0] if history else {}).items() if k.startswith("loss")},
+        # optimiser steps not applied because a loss term or a gradient was not finite (max_nonfinite_steps)
+        "nonfinite_skipped_steps": trainer.skipped_steps,
         "history": history,
         "data": counts,
         "align_layer": model.align_layer,

@@ -18,20 +18,22 @@ is always complete, and ``resume=latest`` can tell whose it is.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from alignx.model.alignx_model import HEAD_WEIGHTS, AlignXModel
 from alignx.train.outputs import RUN_RECORD
-from alignx.utils import TMP_PREFIX, commit_dir, write_json
+from alignx.utils import TMP_PREFIX, TrainingDiverged, commit_dir, write_json
 
 TERMS = ("ntp", "ctr", "lam")
+log = logging.getLogger("alignx.train")
 
 
 def combine_losses(
@@ -52,19 +54,36 @@ def combine_losses(
     return ntp + aux_scale * (lambda_ctr * out["ctr"] + lambda_lam * out["lam"])
 
 
+class _NewStep(TrainerCallback):
+    """Forgets the non-finite flags of a step the optimiser never saw (fp16's loss scaler skips its overflow steps
+    before our guard runs), so they cannot count against the next step."""
+
+    def __init__(self, trainer: AlignXTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._bad_terms = None
+
+
 class AlignXTrainer(Trainer):
     # compute_loss already divides by the number of micro-batches; the Trainer must not divide again.
     loss_is_scaled_for_ga = True
 
     def __init__(
-        self, *args: Any, lambda_ctr: float = 0.0, lambda_lam: float = 0.0, run_record: dict[str, Any] | None = None, **kwargs: Any
+        self, *args: Any, lambda_ctr: float = 0.0, lambda_lam: float = 0.0, run_record: dict[str, Any] | None = None,
+        max_nonfinite_steps: int = 3, **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.lambda_ctr = lambda_ctr
         self.lambda_lam = lambda_lam
         self.run_record = run_record
+        self.max_nonfinite_steps = max_nonfinite_steps
         self._sums: dict[str, torch.Tensor] = {}
         self._staging_root: str | None = None
+        self._bad_terms: torch.Tensor | None = None  # [3]: micro-batches of this optimiser step with a non-finite term
+        self._nonfinite_run = 0
+        self.skipped_steps: list[dict[str, Any]] = []  # optimiser steps skipped for a non-finite loss or gradient
+        self.add_callback(_NewStep(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         out = model(**inputs)
@@ -82,14 +101,61 @@ class AlignXTrainer(Trainer):
             self._record(out)
         return (loss, out) if return_outputs else loss
 
+    # ---- non-finite guard: a step with a NaN / inf loss term or gradient is not applied -----------
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.max_nonfinite_steps > 0 and not getattr(optimizer, "_alignx_guarded", False):
+            step = optimizer.step
+
+            def guarded_step(*a: Any, **k: Any) -> Any:
+                return step(*a, **k) if self._step_is_finite(optimizer) else None
+
+            optimizer.step = guarded_step
+            optimizer._alignx_guarded = True
+        return optimizer
+
+    def _step_is_finite(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the optimiser step about to run has finite loss terms (every micro-batch) and gradients, on every
+        rank (one all-reduce of 4 numbers, so all ranks decide alike). A step that is not is skipped, counted and
+        logged; ``max_nonfinite_steps`` such steps in a row stop training (:class:`TrainingDiverged`)."""
+        grads = [g.to_local() if hasattr(g, "to_local") else g  # a sharded (DTensor) gradient: this rank's part
+                 for group in optimizer.param_groups for p in group["params"] if (g := p.grad) is not None]
+        device = grads[0].device if grads else self.args.device
+        grad_bad = (~torch.isfinite(torch.stack(torch._foreach_norm(grads)))).any().float() if grads else torch.zeros((), device=device)
+        terms = self._bad_terms.to(device) if self._bad_terms is not None else torch.zeros(len(TERMS), device=device)
+        self._bad_terms = None
+        flags = self.accelerator.reduce(torch.cat([terms, grad_bad.reshape(1)]), reduction="sum").tolist()
+        if not any(flags):
+            self._nonfinite_run = 0
+            return True
+        what = [name for name, f in zip((*TERMS, "gradient"), flags, strict=True) if f]
+        step = self.state.global_step + 1
+        self._nonfinite_run += 1
+        self.skipped_steps.append({"step": step, "non_finite": what})
+        log.warning("step %d: non-finite %s; the optimiser step is skipped (%d in a row)", step, ", ".join(what), self._nonfinite_run)
+        if self._nonfinite_run >= self.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"step {step}: {self._nonfinite_run} optimiser steps in a row had a non-finite {', '.join(what)}; training "
+                "stopped (checkpoints hold the last good weights): lower optim.lr, check the data, use model.autocast=bf16 "
+                "rather than fp16, or raise max_nonfinite_steps"
+            )
+        return False
+
     def _record(self, out: dict[str, torch.Tensor]) -> None:
-        """Accumulate per-term values between two log calls (token-weighted for NTP)."""
+        """Accumulate per-term values between two log calls (token-weighted for NTP), leaving out a micro-batch with a
+        non-finite term (its step is skipped: :meth:`_step_is_finite`), and flag which terms were not finite."""
+        terms = torch.stack([out["ntp_sum"].detach().float(), out["ctr"].detach().float(), out["lam"].detach().float()])
+        bad = (~torch.isfinite(terms)).float()
+        self._bad_terms = bad if self._bad_terms is None else self._bad_terms + bad
+        ok = (bad.sum() == 0).float()  # no host sync: the micro-batch's values count times 0 or 1
+        terms = torch.nan_to_num(terms, nan=0.0, posinf=0.0, neginf=0.0)
         vals = {
-            "ntp_sum": out["ntp_sum"].detach().float(),
-            "ntp_count": out["ntp_count"].detach().float(),
-            "ctr": out["ctr"].detach().float(),
-            "lam": out["lam"].detach().float(),
-            "micro": torch.ones((), device=out["ntp_sum"].device),
+            "ntp_sum": terms[0] * ok,
+            "ntp_count": out["ntp_count"].detach().float() * ok,
+            "ctr": terms[1] * ok,
+            "lam": terms[2] * ok,
+            "micro": ok,
         }
         for k, v in vals.items():
             self._sums[k] = self._sums.get(k, torch.zeros((), device=v.device)) + v
