@@ -213,3 +213,24 @@ def test_same_language_pairs_are_refused_or_skipped_and_counted(tmp_path):
     stats = ReadStats()
     rows = read_parallel(path, on_bad_row="skip", stats=stats)
     assert len(rows) == 2 and sum(stats.skipped.values()) == 2
+
+
+def test_suspicious_pairs_are_kept_but_counted(tmp_path):
+    """Identical source and target text (an untranslated string) and text with no letter of its language's script
+    (Latin text labelled ja) are kept, counted by reason, and named in the summary; digits-only text is not flagged."""
+    rows = [
+        {"src": "Open the file", "tgt": "Datei öffnen", "src_lang": "en", "tgt_lang": "de"},
+        {"src": "LibreOffice", "tgt": "LibreOffice", "src_lang": "en", "tgt_lang": "de"},
+        {"src": "Open the file", "tgt": "Open the file, please", "src_lang": "en", "tgt_lang": "ja"},
+        {"src": "Open the file", "tgt": "ファイルを開く", "src_lang": "en", "tgt_lang": "ja"},
+        {"src": "Page 12", "tgt": "12", "src_lang": "en", "tgt_lang": "ru"},
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    stats = ReadStats()
+    assert len(read_parallel(path, stats=stats)) == 5
+    assert dict(stats.flagged) == {"identical source and target text": 1, "ja text not in its script": 1}
+    assert "kept but flagged: 1 identical source and target text, 1 ja text not in its script" in stats.summary()
+    (tmp_path / "c.en-en.en").write_text("a\n")
+    with pytest.raises(DataError, match=r"c\.en-en: both files are 'en'"):
+        read_parallel(tmp_path / "c.en-en")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -364,3 +365,45 @@ def test_hub_probe_and_offline_hub_source_fail_fast(monkeypatch):
         readers.load_hub("hf:alignx-test/no-such-dataset")
     assert time.monotonic() - start < 5.0
     assert constants.HF_HUB_OFFLINE is False  # offline mode was switched on for the call only
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "record"])
+def test_a_damaged_cache_entry_is_rendered_again(tmp_path, caplog, damage):
+    """Bytes overwritten in place across the rows (same size), a half-truncated Arrow file or an unreadable record:
+    the next build warns naming the entry and renders the rows again, identical to the clean ones."""
+    tok = make_tokenizer()
+    d = DataConfig(parallel=[str(_jsonl(tmp_path / "a.jsonl", _as_rows(PAIRS * 20)))], cache_dir=str(tmp_path / "cache"))
+    first = data_mod.build(d, 1, tok, True)
+    clean = data_mod.examples(first.dataset)  # read before the damage: the rows are memory-mapped from the entry
+    entry = Path(first.cache)
+    arrow = next(entry / f for f in json.loads((entry / "alignx_data.json").read_text())["files"])
+    raw = bytearray(arrow.read_bytes())
+    if damage == "overwrite":  # every 512th byte of the second half: token ids of many rows, the size kept
+        for i in range(len(raw) // 2, len(raw) - 64, 512):
+            raw[i] ^= 0x5A
+        arrow.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        arrow.write_bytes(bytes(raw[: len(raw) // 2]))
+    else:
+        (entry / "alignx_data.json").write_text("{not json")
+    caplog.set_level("WARNING")
+    again = data_mod.build(d, 1, tok, True)
+    assert not again.cache_hit and f"the cache entry {entry} is damaged" in caplog.text
+    assert again.digest == first.digest
+    assert data_mod.examples(again.dataset) == clean
+    assert data_mod.build(d, 1, tok, True).cache_hit  # the new entry checks out
+    assert not list(entry.parent.glob(".tmp-*"))
+
+
+def test_a_damaged_entry_that_cannot_be_removed_is_one_line(tmp_path, monkeypatch):
+    tok = make_tokenizer()
+    d = DataConfig(parallel=[str(_jsonl(tmp_path / "a.jsonl", _as_rows(PAIRS)))], cache_dir=str(tmp_path / "cache"))
+    entry = Path(data_mod.build(d, 1, tok, True).cache)
+    (entry / "alignx_data.json").write_text("{not json")
+
+    def refuse(self, target):  # noqa: ANN001, ANN202 - a read-only cache directory
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    with pytest.raises(DataError, match=rf"{re.escape(str(entry))}: damaged cache entry that cannot be removed.*rm -r"):
+        data_mod.build(d, 1, tok, True)

@@ -32,6 +32,7 @@ from typing import Any
 
 from alignx.config import DataConfig
 from alignx.data.readers import (
+    DataError,
     Instruction,
     Pair,
     ReadStats,
@@ -123,10 +124,15 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
     root = cache_root(d)
     key = cache_key(d, stage, loss_on_prompt, tokenizer)
     dest = root / key
-    if (dest / META).is_file():
-        meta = read_json(dest / META)
-        log.info("stage %d data: %s (cached in %s)", stage, meta["summary"], dest)
-        return TrainData(_load(dest, meta), meta["counts"], meta["digest"], str(dest), True)
+    if (dest / META).is_file() or dest.exists():
+        damage = entry_damage(dest)
+        if damage is None:
+            meta = read_json(dest / META)
+            rows = _load(dest, meta)
+            log.info("stage %d data: %s (cached in %s)", stage, meta["summary"], dest)
+            return TrainData(rows, meta["counts"], meta["digest"], str(dest), True)
+        log.warning("stage %d data: the cache entry %s is damaged (%s); rendering it again", stage, dest, damage)
+        _discard(dest)
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))  # ours alone, also with other machines on a shared disk
     staging.chmod(0o755)  # mkdtemp's 0700 would hide the entry from other users of a shared cache
@@ -141,7 +147,8 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
             import numpy as np
 
             np.save(staging / "keep.npy", keep)
-        meta = {"format": FORMAT, "files": files, "counts": counts, "digest": digest, "summary": summary}
+        meta = {"format": FORMAT, "files": files, "counts": counts, "digest": digest, "summary": summary,
+                "checks": {f.name: file_check(f) for f in sorted(staging.iterdir())}}
         write_json(staging / META, meta)
         try:
             staging.rename(dest)
@@ -156,6 +163,63 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
     size = sum(f.stat().st_size for f in dest.iterdir())
     log.info("stage %d data: %s (cached in %s, %.1f MB; delete it freely)", stage, summary, dest, size / 1e6)
     return TrainData(_load(dest, meta), meta["counts"], meta["digest"], str(dest), False)
+
+
+CHECK_BLOCKS, CHECK_BLOCK_BYTES = 64, 4096
+
+
+def file_check(path: Path) -> dict[str, Any]:
+    """What a cache entry's file must still be: its size and a digest of 64 evenly spaced 4 KiB blocks (first and last
+    included). A fixed 256 KiB read per file whatever its size, so a cache hit stays cheap; a truncated file, or bytes
+    overwritten in place across the rows, no longer matches."""
+    size = path.stat().st_size
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        for i in range(CHECK_BLOCKS):
+            fh.seek(max(0, size - CHECK_BLOCK_BYTES) * i // (CHECK_BLOCKS - 1))
+            h.update(fh.read(CHECK_BLOCK_BYTES))
+    return {"size": size, "sampled_blake2b": h.hexdigest()}
+
+
+def entry_damage(directory: Path) -> str | None:
+    """Why the cache entry ``directory`` cannot be trusted (a missing or unreadable record, a missing file, a file whose
+    size or sampled digest changed since it was written, Arrow files that do not open), or None when it checks out.
+    Entries written before the checks existed are checked by opening their files only."""
+    try:
+        meta = read_json(directory / META)
+        files = list(meta["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {META}"
+    checks = meta.get("checks") or {}
+    for name in [*files, *(n for n in checks if n not in files)]:
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        want = checks.get(name)
+        if want is not None and file_check(path) != want:
+            return f"{name} changed since it was written (size {path.stat().st_size}, was {want['size']})"
+    try:
+        import pyarrow as pa
+
+        for name in files:  # Arrow's own framing: a truncated stream fails here, not mid-training
+            with pa.memory_map(str(directory / name)) as fh, pa.ipc.open_stream(fh) as reader:
+                reader.schema  # noqa: B018 - reading the header is the check
+    except Exception as e:  # noqa: BLE001 - any failure to open means the entry is damaged
+        return f"its Arrow files do not open ({type(e).__name__})"
+    return None
+
+
+def _discard(directory: Path) -> None:
+    """Move a damaged entry out of the way (renamed first, so no other run maps it meanwhile) and delete it; a
+    DataError naming it when that is impossible."""
+    aside = directory.with_name(f".tmp-damaged-{directory.name}-{os.getpid()}")
+    try:
+        directory.rename(aside)
+        shutil.rmtree(aside)
+    except OSError as e:
+        if directory.exists():
+            raise DataError(f"{directory}: damaged cache entry that cannot be removed ({e.strerror}); delete it "
+                            f"(rm -r {directory}) and rerun") from None
 
 
 def _load(directory: Path, meta: dict[str, Any]) -> Any:
@@ -237,6 +301,7 @@ def _build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool, work
     counts = {
         "rows_read": rstats.read,
         "rows_skipped": dict(rstats.skipped),
+        "rows_flagged": dict(rstats.flagged),  # kept, but identical texts or text outside its language's script
         "examples": kept,
         "dropped": dict(drops),
         "tokens": int(pc.sum(every.data.column("length")).as_py()),  # a dropped row has none

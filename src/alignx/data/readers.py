@@ -67,9 +67,19 @@ class Instruction:
 class ReadStats:
     read: int = 0
     skipped: Counter = field(default_factory=Counter)
+    flagged: Counter = field(default_factory=Counter)  # kept rows that look wrong (see flag_pair), by reason
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] += 1
+
+    def flag_pair(self, pair: Pair) -> None:
+        """Count, without dropping, a pair whose two texts are the same (an untranslated string) or whose text has
+        letters but none in its language's script (Latin text labelled ``ja``, say): the data summary reports them."""
+        if pair.src.casefold() == pair.tgt.casefold():
+            self.flagged["identical source and target text"] += 1
+        for text, lang in ((pair.src, pair.src_lang), (pair.tgt, pair.tgt_lang)):
+            if not _in_script(text, lang):
+                self.flagged[f"{lang} text not in its script"] += 1
 
     def reject(self, err: DataError, on_bad_row: str) -> None:
         """A bad row: re-raise it (``on_bad_row='error'``) or count its reason, the text after ``file:line: ``."""
@@ -78,10 +88,25 @@ class ReadStats:
         self.skip(str(err).split(": ", 1)[-1][:60])
 
     def summary(self) -> str:
-        if not self.skipped:
-            return f"{self.read} rows"
-        parts = ", ".join(f"{n} {r}" for r, n in self.skipped.most_common())
-        return f"{self.read} rows ({sum(self.skipped.values())} skipped: {parts})"
+        text = f"{self.read} rows"
+        if self.skipped:
+            parts = ", ".join(f"{n} {r}" for r, n in self.skipped.most_common())
+            text += f" ({sum(self.skipped.values())} skipped: {parts})"
+        if self.flagged:
+            text += f" (kept but flagged: {', '.join(f'{n} {r}' for r, n in self.flagged.most_common())})"
+        return text
+
+
+def _in_script(text: str, lang: str) -> bool:
+    """False when the first 16 letters of ``text`` hold none of ``lang``'s usual script (scripts the table of
+    :func:`alignx.data.sources.clean.script_ratio` knows; True for others and for text without letters)."""
+    from alignx.data.sources.clean import script_ratio
+
+    letters = "".join([ch for ch in text[:80] if ch.isalpha()][:16])
+    if not letters:
+        return True
+    ratio = script_ratio(letters, languages.get(lang).script)
+    return ratio is None or ratio > 0
 
 
 def check_data_file(path: str | Path) -> Path:
@@ -501,9 +526,12 @@ def iter_parallel(source: str | Path, on_bad_row: str = "error", stats: ReadStat
     stats = stats if stats is not None else ReadStats()
     before = stats.read
     if not (isinstance(source, str) and source.startswith(HUB_PREFIX)) and not Path(source).exists():
-        yield from _moses_pairs(Path(source), on_bad_row, stats)
+        pairs = _moses_pairs(Path(source), on_bad_row, stats)
     else:
-        yield from _parsed(records(source, header=PAIR_FIELDS), pair_from_row, on_bad_row, stats)
+        pairs = _parsed(records(source, header=PAIR_FIELDS), pair_from_row, on_bad_row, stats)
+    for pair in pairs:
+        stats.flag_pair(pair)
+        yield pair
     _nonempty(stats, before, source)
 
 
@@ -513,6 +541,8 @@ def _moses_pairs(path: Path, on_bad_row: str, stats: ReadStats) -> Iterator[Pair
         raise DataError(f"{path}: no such file (nor Moses-style pair {path}.<a> / {path}.<b>)")
     fa, fb, a, b = moses
     la, lb = _lang(a, str(fa)), _lang(b, str(fb))
+    if la == lb:
+        raise DataError(f"{path}: both files are {la!r} ({fa.name}, {fb.name}); a parallel corpus must cross languages")
     n_a = n_b = 0
     for line_a, line_b in zip_longest(iter_lines(fa), iter_lines(fb)):
         n_a, n_b = n_a + (line_a is not None), n_b + (line_b is not None)
