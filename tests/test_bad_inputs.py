@@ -251,8 +251,9 @@ def test_debug_switch_shows_the_traceback(world, monkeypatch):
 
 
 def test_a_moses_prefix_with_a_fifo_is_refused_not_read(world, tmp_path):
-    """A Moses/OPUS prefix whose second file is a FIFO: refused in one line (exit 2) before anything opens it. It
-    used to hang for ever hashing the FIFO for the cache key, hence the subprocess and its timeout."""
+    """A Moses/OPUS prefix whose second file is a FIFO, and a FIFO given as the YAML config: refused in one line
+    (exit 2) before anything opens them. Both used to hang for ever (the cache key hashed the FIFO; the config was
+    read), hence the subprocesses and their timeouts."""
     import os
     import subprocess
     import sys
@@ -267,6 +268,10 @@ def test_a_moses_prefix_with_a_fifo_is_refused_not_read(world, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert re.search(r"corpus\.de-en\.en: not a regular file", proc.stderr)
     assert not (tmp_path / "out").exists()
+    os.mkfifo(tmp_path / "cfg.yaml")  # a config "file" that is a FIFO: refused, not read
+    proc = subprocess.run([sys.executable, "-m", "alignx.cli", "train", "--config", str(tmp_path / "cfg.yaml")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2 and "cfg.yaml: not a regular file; give a YAML config file" in proc.stderr
 
 
 def test_a_model_with_its_own_code_names_trust_remote_code(world, tmp_path, capsys):

@@ -898,6 +898,8 @@ def load_config(cls: type[T], yaml_files: list[str | Path] = (), overrides: list
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():  # a directory, FIFO or device: reading it would fail or block
+            raise ConfigError(f"{path}: not a regular file; give a YAML config file")
         try:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader
         except _DuplicateKey as e:

@@ -252,6 +252,8 @@ def _train(cfg: TrainConfig, args: Any, tokenizer: Any, dataset: Any, counts: di
         "first_losses": {k: v for k, v in (history[0] if history else {}).items() if k.startswith("loss")},
         # optimiser steps not applied because a loss term or a gradient was not finite (max_nonfinite_steps)
         "nonfinite_skipped_steps": trainer.skipped_steps,
+        # steps fp16's loss scaler skipped on an overflow (as transformers does; not counted above)
+        "fp16_overflow_skipped_steps": trainer.fp16_overflow_steps,
         "history": history,
         "data": counts,
         "align_layer": model.align_layer,

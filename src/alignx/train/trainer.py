@@ -56,13 +56,17 @@ def combine_losses(
 
 class _NewStep(TrainerCallback):
     """Forgets the non-finite flags of a step the optimiser never saw (fp16's loss scaler skips its overflow steps
-    before our guard runs), so they cannot count against the next step."""
+    before our guard runs), so they cannot count against the next step; records the steps the scaler skipped."""
 
     def __init__(self, trainer: AlignXTrainer) -> None:
         self.trainer = trainer
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer._bad_terms = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if getattr(self.trainer.accelerator, "optimizer_step_was_skipped", False):  # fp16's loss scaler found inf / NaN
+            self.trainer.fp16_overflow_steps.append(state.global_step)
 
 
 class AlignXTrainer(Trainer):
@@ -83,6 +87,7 @@ class AlignXTrainer(Trainer):
         self._bad_terms: torch.Tensor | None = None  # [3]: micro-batches of this optimiser step with a non-finite term
         self._nonfinite_run = 0
         self.skipped_steps: list[dict[str, Any]] = []  # optimiser steps skipped for a non-finite loss or gradient
+        self.fp16_overflow_steps: list[int] = []  # steps fp16's loss scaler skipped (it lowers its scale and goes on)
         self.add_callback(_NewStep(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
