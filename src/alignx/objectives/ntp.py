@@ -42,11 +42,13 @@ def _chunk_ce(
 
 def _linear_of(head: Callable[[torch.Tensor], torch.Tensor]) -> nn.Linear | None:
     """``head`` when it is a plain ``nn.Linear`` whose weight is materialised here (not a LoRA / PEFT wrapper, not a
-    ZeRO-3 placeholder, no hooks), so its weight may be used directly; else None."""
+    ZeRO-3 placeholder or a sharded DTensor, no hooks), so its weight may be used directly; else None."""
     if type(head) is not nn.Linear or head._forward_hooks or head._forward_pre_hooks:
         return None
     weight = head.weight
     if weight.dim() != 2 or tuple(weight.shape) != (head.out_features, head.in_features):
+        return None
+    if hasattr(weight, "to_local"):  # a sharded DTensor outside its owner's forward: let the module call gather it
         return None
     return head
 
