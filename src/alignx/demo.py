@@ -18,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from alignx.config import TrainConfig, load_config, opt
 from alignx.utils import read_json, write_json
 
@@ -105,7 +107,9 @@ def _stage_config(cfg: DemoConfig, stage: int, model: str, out: Path, data: dict
 
 
 def _analyze(model: str, name: str, out: Path, cfg: DemoConfig, heldout: Path) -> dict[str, Any]:
+    """``alignx analyze`` of ``model``, on the model :func:`_load` keeps for the evaluation that follows."""
     from alignx.eval import analyze
+    from alignx.utils import output_lock
 
     acfg = load_config(
         analyze.AnalyzeConfig,
@@ -113,7 +117,13 @@ def _analyze(model: str, name: str, out: Path, cfg: DemoConfig, heldout: Path) -
         {"model.name_or_path": model, "parallel": [str(heldout)], "languages": cfg.analysis_languages, "max_sentences": cfg.analysis_sentences,
          "pooling": ["mean", "last"], "output_dir": str(out), "run_name": name, "seed": cfg.seed, "batch_size": 25},
     )
-    return analyze.main(acfg)
+    pairs = analyze.prepare_pairs(acfg)
+    lm, tok = _load(model)
+    with output_lock(acfg.output_dir, "analyze"):
+        result = analyze.analyze_model(lm, tok, pairs, acfg)
+    print(f"analyze: wrote {out / 'analysis.json'}")
+    print(f"analyze: {result['recommendation']}")
+    return result
 
 
 def _evaluate(model: str, name: str, out: Path, cfg: DemoConfig, data: Path) -> dict[str, Any] | None:
@@ -146,11 +156,22 @@ def _evaluate(model: str, name: str, out: Path, cfg: DemoConfig, data: Path) -> 
     return result
 
 
+_LOADED: dict[str, tuple[Any, Any]] = {}  # the last model loaded, kept for the next step on the same model
+
+
 def _load(model: str) -> tuple[Any, Any]:
+    """Model and tokenizer of ``model``; the analysis and the evaluation of one model share one load (loading Gemma-3's
+    262k-entry tokenizer alone takes ~5 s on 2 cores). Loading another model drops the kept one."""
     from alignx.config import ModelConfig
     from alignx.model.load import load_model_and_tokenizer
 
-    return load_model_and_tokenizer(ModelConfig(name_or_path=model))
+    if model not in _LOADED:
+        _LOADED.clear()
+        lm, tok = load_model_and_tokenizer(ModelConfig(name_or_path=model))
+        if torch.cuda.is_available():
+            lm.to("cuda")
+        _LOADED[model] = (lm, tok)
+    return _LOADED[model]
 
 
 def main(cfg: DemoConfig) -> dict[str, Any]:
@@ -180,12 +201,15 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     base_dir, s1_dir, s2_dir = root / "base", root / "stage1", root / "stage2"
     step("analyze base", _analyze, base_path, "base", base_dir, cfg, heldout)
     step("eval base", _evaluate, base_path, "base", base_dir, cfg, data)
+    _LOADED.clear()  # free the base model before training
     s1 = step("stage 1", train_stage.main, _stage_config(cfg, 1, base_path, s1_dir, {"data.parallel": [str(train_pairs)]}))
     step("analyze stage1", _analyze, s1["final_model"], "stage1", s1_dir, cfg, heldout)
+    _LOADED.clear()
     s2_data = {"data.parallel": [str(train_pairs)], "data.instructions": [str(data / "instructions.jsonl")], "data.max_pairs": cfg.pairs_per_language * len(langs) // 4}
     s2 = step("stage 2", train_stage.main, _stage_config(cfg, 2, s1["final_model"], s2_dir, s2_data))
     step("analyze stage2", _analyze, s2["final_model"], "alignx", s2_dir, cfg, heldout)
     step("eval stage2", _evaluate, s2["final_model"], "alignx", s2_dir, cfg, data)
+    _LOADED.clear()
     report_cfg = load_config(report_mod.ReportConfig, [], {"runs": [str(base_dir), str(s1_dir), str(s2_dir)], "output_dir": str(root / "report"),
                                                              "title": f"alignx demo: {cfg.model}, AlignX stage 1 + stage 2", "baseline": "base"})
     step("report", report_mod.main, report_cfg)
