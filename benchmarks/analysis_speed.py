@@ -66,10 +66,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=args.model))
-    model = model.to(args.device).eval()
-    if args.compile and args.src == str(AFTER_SRC):
-        model = torch.compile(model, dynamic=True)  # --compile: "after" runs its forwards compiled (inductor)
-    return model, tokenizer
+    return model.to(args.device).eval(), tokenizer
 
 
 def worker_analysis(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
@@ -184,8 +181,6 @@ def unpack_src(rev: str, dest: Path) -> Path:
 def _worker_argv(args: argparse.Namespace, kind: str, src: Path, out: Path) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--worker-out", str(out), "--src", str(src),
             "--model", args.model, "--device", args.device, "--threads", str(args.threads)]  # fmt: skip
-    if args.compile:
-        argv.append("--compile")
     if kind == "analysis":
         argv += ["--parallel", *args.parallel, "--max-sentences", str(args.max_sentences), "--batch-size", str(args.batch_size),
                  "--max-length", str(args.max_length), "--pooling", *args.pooling, "--centering", *args.centering]  # fmt: skip
@@ -305,7 +300,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=None, help="result JSON path")
     p.add_argument("--quiet", action="store_true", help="hide the workers' progress bars")
-    p.add_argument("--compile", action="store_true", help="'after' compiles the model (torch.compile, dynamic shapes)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     p.add_argument("--src", default=None, help=argparse.SUPPRESS)

@@ -109,7 +109,6 @@ def _stage_config(cfg: DemoConfig, stage: int, model: str, out: Path, data: dict
 def _analyze(model: str, name: str, out: Path, cfg: DemoConfig, heldout: Path) -> dict[str, Any]:
     """``alignx analyze`` of ``model``, on the model :func:`_load` keeps for the evaluation that follows."""
     from alignx.eval import analyze
-    from alignx.utils import output_lock
 
     acfg = load_config(
         analyze.AnalyzeConfig,
@@ -117,13 +116,7 @@ def _analyze(model: str, name: str, out: Path, cfg: DemoConfig, heldout: Path) -
         {"model.name_or_path": model, "parallel": [str(heldout)], "languages": cfg.analysis_languages, "max_sentences": cfg.analysis_sentences,
          "pooling": ["mean", "last"], "output_dir": str(out), "run_name": name, "seed": cfg.seed, "batch_size": 25},
     )
-    pairs = analyze.prepare_pairs(acfg)
-    lm, tok = _load(model)
-    with output_lock(acfg.output_dir, "analyze"):
-        result = analyze.analyze_model(lm, tok, pairs, acfg)
-    print(f"analyze: wrote {out / 'analysis.json'}")
-    print(f"analyze: {result['recommendation']}")
-    return result
+    return analyze.main(acfg, _load(model))
 
 
 def _evaluate(model: str, name: str, out: Path, cfg: DemoConfig, data: Path) -> dict[str, Any] | None:

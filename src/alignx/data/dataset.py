@@ -124,7 +124,7 @@ def build(d: DataConfig, stage: int, tokenizer: Any, loss_on_prompt: bool) -> Tr
     root = cache_root(d)
     key = cache_key(d, stage, loss_on_prompt, tokenizer)
     dest = root / key
-    if (dest / META).is_file() or dest.exists():
+    if dest.exists():  # an entry is renamed into place whole: it is checked before it is used
         damage = entry_damage(dest)
         if damage is None:
             meta = read_json(dest / META)

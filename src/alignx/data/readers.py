@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from alignx import languages
+from alignx.data.sources.clean import script_ratio
 
 
 class DataError(ValueError):
@@ -100,8 +101,6 @@ class ReadStats:
 def _in_script(text: str, lang: str) -> bool:
     """False when the first 16 letters of ``text`` hold none of ``lang``'s usual script (scripts the table of
     :func:`alignx.data.sources.clean.script_ratio` knows; True for others and for text without letters)."""
-    from alignx.data.sources.clean import script_ratio
-
     letters = "".join([ch for ch in text[:80] if ch.isalpha()][:16])
     if not letters:
         return True

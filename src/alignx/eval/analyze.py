@@ -385,12 +385,13 @@ def prepare_pairs(cfg: AnalyzeConfig) -> PairsByLang:
     return select_pairs(pairs, langs, cfg.max_sentences, cfg.seed)
 
 
-def main(cfg: AnalyzeConfig) -> dict[str, Any]:
-    """Load the model, run :func:`analyze_model`, print where the results went."""
+def main(cfg: AnalyzeConfig, loaded: tuple[torch.nn.Module, Any] | None = None) -> dict[str, Any]:
+    """Load the model (or take ``loaded``, its model and tokenizer), run :func:`analyze_model`, print where the results
+    went."""
     from alignx.model.load import load_model_and_tokenizer
 
     pairs = prepare_pairs(cfg)  # fail on bad data before spending time loading the model
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    model, tokenizer = loaded if loaded is not None else load_model_and_tokenizer(cfg.model)
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if cfg.device == "auto":
         if on_cpu and torch.cuda.is_available():

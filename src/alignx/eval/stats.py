@@ -79,8 +79,7 @@ def paired_corpus_diff(
         raise ValueError("paired bootstrap: statistics must be equal non-empty [N, K] arrays per stratum for A and B")
 
     def diff(x: np.ndarray, y: np.ndarray) -> float:
-        a, b = score(x.sum(0)), score(y.sum(0))
-        return a / b - 1 if relative else a - b
+        return _score_diff(score, x.sum(0), y.sum(0), relative)
 
     rng = np.random.default_rng(seed)
     delta = float(np.mean([diff(x, y) for x, y in zip(sa, sb, strict=True)]))
@@ -93,6 +92,12 @@ def paired_corpus_diff(
     samples /= len(sa)
     lo, hi = _interval(samples, level)
     return {"delta": delta, "lo": lo, "hi": hi, "n": sum(x.shape[0] for x in sa), "strata": len(sa), "level": level, "n_boot": n_boot}
+
+
+def _score_diff(score: Callable[[np.ndarray], float], a: np.ndarray, b: np.ndarray, relative: bool) -> float:
+    """score(A) - score(B) of summed statistics, or score(A) / score(B) - 1 with ``relative``."""
+    sa, sb = score(a), score(b)
+    return sa / sb - 1 if relative else sa - sb
 
 
 def _corpus_strata(x: Any) -> list[Any]:
@@ -228,19 +233,15 @@ def hierarchical_corpus_diff(
     sa = [np.stack([s[k] for s in A]) for k in range(len(shapes))]  # [stratum] -> [seeds, N, K]
     sb = [np.stack([s[k] for s in B]) for k in range(len(shapes))]
 
-    def diff(x: np.ndarray, y: np.ndarray) -> float:
-        a, b = score(x), score(y)
-        return a / b - 1 if relative else a - b
-
     rng = np.random.default_rng(seed)
-    delta = float(np.mean([diff(x.sum((0, 1)), y.sum((0, 1))) for x, y in zip(sa, sb, strict=True)]))
+    delta = float(np.mean([_score_diff(score, x.sum((0, 1)), y.sum((0, 1)), relative) for x, y in zip(sa, sb, strict=True)]))
     seeds_a, seeds_b = len(A), len(B)
     samples = np.zeros(n_boot)
     for k in range(n_boot):
         da, db = rng.integers(0, seeds_a, size=seeds_a), rng.integers(0, seeds_b, size=seeds_b)
         for x, y in zip(sa, sb, strict=True):
             idx = rng.integers(0, x.shape[1], size=x.shape[1])
-            samples[k] += diff(x[da][:, idx].sum((0, 1)), y[db][:, idx].sum((0, 1)))
+            samples[k] += _score_diff(score, x[da][:, idx].sum((0, 1)), y[db][:, idx].sum((0, 1)), relative)
     samples /= len(sa)
     lo, hi = _interval(samples, level)
     return {"delta": delta, "lo": lo, "hi": hi, "n": sum(sh[0] for sh in shapes), "strata": len(shapes), "seeds_a": seeds_a,
