@@ -36,30 +36,38 @@ def test_experiment_arms_compare_and_resume(tmp_path: Path, caplog):
                                                 "analyses": {"in": "analysis.json", "ood": "analysis_ood/analysis.json"}})
     cfg = load_config(ExperimentConfig, [], {
         "output_dir": str(tmp_path / "runs"), "pipeline": [pipeline], "arms": arms, "analyze": [analyze],
-        "extra_analyses": {"ood": [analyze]}, "eval": [ev], "compare": [compare], "workers": 1,  # one process: caplog sees it
+        "extra_analyses": {"ood": [analyze]}, "eval": [ev], "extra_evals": {"ood": [ev]}, "compare": [compare],
+        "workers": 1,  # one process: caplog sees it
     })
     main(cfg)
     runs = tmp_path / "runs"
     for arm in ("base", "cpt", "centred"):
         assert (runs / arm / "arm.json").exists() and (runs / arm / "analysis_ood" / "analysis.json").exists()
+        assert json.loads((runs / arm / "eval_ood" / "eval.json").read_text())["run_name"] == f"{arm} (ood)"
     # checkpoints are removed once final/ exists; the trained model stays
     assert (runs / "cpt" / "stage1" / "final" / "config.json").exists()
     assert not list((runs / "cpt" / "stage1").glob("checkpoint-*"))
     comparison = json.loads((runs / "comparison.json").read_text())
     metrics = {(r["a"], r["metric"]) for r in comparison["differences"]}
-    assert {("centred", "MEXA L1 mean (in)"), ("centred", "MEXA L1 mean (ood)"), ("centred", "chrF++ en→X"),
-            ("centred", "perplexity en (relative)"), ("cpt", "MEXA L1 mean (in)")} <= metrics
+    assert {("centred", "MEXA L1 mean (in)"), ("centred", "MEXA L1 mean (ood)"), ("centred", "chrF++ en→X (in-domain)"),
+            ("centred", "perplexity en (relative; in-domain)"), ("centred", "chrF++ en→X (out-of-domain)"),
+            ("cpt", "MEXA L1 mean (in)")} <= metrics
     assert (runs / "comparison.md").exists() and (runs / "differences.png").exists()
     # Resume: a finished arm is skipped; an arm whose stage finished but whose evaluation did not resumes
     # after the training (the stage is not trained again).
     (runs / "centred" / "arm.json").unlink()
     before = (runs / "centred" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns
+    evaluated = {p: p.stat().st_mtime_ns for p in (runs / "centred").glob("**/*.json") if p.name in ("eval.json", "analysis.json")}
+    (runs / "centred" / "analysis_ood" / "analysis.json").unlink()  # stopped before its last analysis
     caplog.set_level("INFO")
     main(cfg)
     assert "cpt: already done" in caplog.text
     assert "already finished with these settings" in caplog.text
     assert (runs / "centred" / "stage1" / "final" / "model.safetensors").stat().st_mtime_ns == before
     assert (runs / "centred" / "arm.json").exists()
+    # finished evaluations with the same settings are kept; only the missing one ran again
+    for path, mtime in evaluated.items():
+        assert path.exists() and (path.stat().st_mtime_ns == mtime) == (path.parent.name != "analysis_ood"), path
 
 
 def test_experiment_skips_an_arm_another_process_holds(tmp_path: Path, caplog):

@@ -103,8 +103,8 @@ def test_compare_pools_seeds_and_reports_intervals(tmp_path: Path):
     assert mexa["delta"] == pytest.approx(expected) and mexa["lo"] > 0 and mexa["n"] == 20
     assert mexa["a_seeds"] == pytest.approx([90.0, 95.0]) and mexa["b_seeds"] == pytest.approx([20.0])
     assert (mexa["seeds_a"], mexa["seeds_b"], mexa["clustered_by_pivot"]) == (2, 1, False)  # seeds resampled first
-    assert rows["chrF++ en→X"]["delta"] > 0 and rows["off-target en→X"]["delta"] == pytest.approx(0.0)
-    assert rows["perplexity en (relative)"]["delta"] == pytest.approx(100 * (math.exp(1.0) / math.exp(1.1) - 1))
+    assert rows["chrF++ en→X (in-domain)"]["delta"] > 0 and rows["off-target en→X (in-domain)"]["delta"] == pytest.approx(0.0)
+    assert rows["perplexity en (relative; in-domain)"]["delta"] == pytest.approx(100 * (math.exp(1.0) / math.exp(1.1) - 1))
     assert res["seed_spread"]["ax"]["MEXA L1 mean (in-domain)"]["seeds"] == 2
     md = (tmp_path / "comparison.md").read_text()
     assert "ax vs cpt" in md and "(2 seeds)" in md and "- `ax`: not the reference: test variant" in md
@@ -122,9 +122,43 @@ def test_compare_in_progress_experiment_uses_what_exists(tmp_path: Path):
     res = compare(cfg)
     mexa = next(r for r in res["differences"] if r["metric"].startswith("MEXA"))
     assert mexa["delta"] == pytest.approx(100.0) and mexa["a_seeds"] == [100.0]  # only ax_s0 has results
-    chrf = next(r for r in res["differences"] if r["metric"] == "chrF++ en→X")  # ax_s1 has no eval.json yet
+    chrf = next(r for r in res["differences"] if r["metric"] == "chrF++ en→X (in-domain)")  # ax_s1 has no eval.json yet
     assert chrf["delta"] == pytest.approx(0.0) and len(chrf["a_seeds"]) == 1
     assert any("ax_s2" in n for n in res["notes"]) and any(n.startswith("sft:cpt: skipped") for n in res["notes"])
+
+
+def _downstream(root: Path, name: str, en: list[int], de: list[int], fr: list[int], xcopa_it: list[int]) -> None:
+    ev = json.loads((root / name / "eval.json").read_text())
+    clusters = [f"s{i}" for i in range(len(en))]
+    ev["transfer"] = {"source_lang": "en", "acc": {
+        lang: {"acc": sum(v) / len(v), "n": len(v), "items": {"correct": v, "cluster": clusters}} for lang, v in (("en", en), ("de", de), ("fr", fr))}}
+    ev["benchmarks"] = {"xcopa": {"it": {"acc": sum(xcopa_it) / len(xcopa_it), "n": len(xcopa_it), "items": {"acc": xcopa_it}}}}
+    (root / name / "eval.json").write_text(json.dumps(ev))
+
+
+def test_compare_puts_downstream_families_first_with_transfer_and_benchmarks(tmp_path: Path):
+    good = ["das ist ein Haus", "der Hund bellt laut", "guten Morgen"]
+    for name, wins in (("ax", "1111"), ("cpt", "0000")):
+        _arm(tmp_path, name, {"de": wins}, good, [10.0, 10.0, 10.0])
+    _downstream(tmp_path, "ax", en=[1, 1, 1, 1], de=[1, 1, 0, 1], fr=[1, 0, 0, 1], xcopa_it=[1, 1, 0, 1, 1])
+    _downstream(tmp_path, "cpt", en=[1, 1, 1, 0], de=[0, 1, 0, 0], fr=[1, 0, 0, 0], xcopa_it=[1, 0, 0, 1, 0])
+    cfg = load_config(CompareConfig, overrides={
+        "runs_dir": str(tmp_path), "pairs": ["ax:cpt"], "analyses": {"in-domain": "analysis.json"}, "n_boot": 200,
+        "evals": {"in-domain": "eval.json"}, "readouts": ["mean@1", "mean@0"], "trained_readout": "mean@1",
+    })
+    res = compare(cfg)
+    fams = [r["family"] for r in res["differences"]]
+    assert fams == sorted(fams, key=["translation", "transfer", "multiple choice", "forgetting", "alignment"].index)
+    rows = {r["metric"]: r for r in res["differences"]}
+    # transfer, by hand: ax de 3/4, fr 2/4 -> 62.5; cpt de 1/4, fr 1/4 -> 25
+    acc = rows["transfer accuracy, mean over non-source languages (in-domain)"]
+    assert acc["delta"] == pytest.approx(37.5) and acc["a_seeds"] == pytest.approx([62.5]) and acc["n"] == 8
+    # gap (source - X per text): ax de (0,0,1,0) fr (0,1,1,0) -> 37.5; cpt de (1,0,1,0) fr (0,1,1,0) -> 50
+    assert rows["transfer gap, source − X (in-domain)"]["delta"] == pytest.approx(37.5 - 50.0)
+    assert rows["xcopa accuracy (in-domain)"]["delta"] == pytest.approx(100 * (4 / 5 - 2 / 5))
+    assert "MEXA L1 mean (in-domain) [trained by L_CTR]" in rows and "MEXA L0 mean (in-domain)" in rows
+    md = (tmp_path / "comparison.md").read_text()
+    assert md.index("| transfer |") < md.index("| multiple choice |") < md.index("| alignment |")
 
 
 def test_compare_refuses_arms_analysed_on_different_sentences(tmp_path: Path):

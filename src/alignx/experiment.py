@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -39,6 +40,7 @@ class ExperimentConfig:
     arms: list[str] = opt([], "arm override YAML files (PipelineConfig keys); the arm's name is the file stem")
     only: list[str] = opt([], "run only these arm names (default: all)")
     eval: list[str] = opt([], "EvalConfig YAML files (model and output_dir are filled in per arm); empty: no eval")
+    extra_evals: dict[str, list[str]] = opt({}, "name -> EvalConfig YAML files of further evaluations (e.g. an out-of-domain set), written to <arm>/eval_<name>/")
     analyze: list[str] = opt([], "AnalyzeConfig YAML files (model and output_dir filled in per arm); empty: no analysis")
     extra_analyses: dict[str, list[str]] = opt({}, "name -> AnalyzeConfig YAML files of further analyses (e.g. an out-of-domain set), written to <arm>/analysis_<name>/")
     compare: list[str] = opt([], "CompareConfig YAML files: after the arms, differences with paired-bootstrap CIs (runs_dir filled in)")
@@ -61,7 +63,7 @@ class ExperimentConfig:
             raise ConfigError("arms: give at least one arm YAML")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0 (0: auto), got {self.workers}")
-        extra = [p for files in self.extra_analyses.values() for p in files]
+        extra = [p for files in [*self.extra_analyses.values(), *self.extra_evals.values()] for p in files]
         for path in [*self.arms, *self.pipeline, *self.eval, *self.analyze, *extra, *self.compare]:
             if not Path(path).exists():
                 raise ConfigError(f"{path}: file not found")
@@ -74,6 +76,21 @@ def final_model(pipe: PipelineConfig, root: Path) -> str:
     if pipe.run_stage1:
         return str(root / "stage1" / "final")
     return pipe.stage1.model.name_or_path
+
+
+def _done(path: Path, cfg: Any) -> bool:
+    """Whether ``path`` (an eval.json / analysis.json) was written with exactly these settings, for the same model: an
+    arm that stopped between its evaluations, or gained a new one, does not redo the finished ones. The model's
+    weights are part of it through the stages, which a changed setting retrains (and their results are then newer)."""
+    if not path.is_file():
+        return False
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    model = Path(cfg.model.name_or_path)
+    newer = model.exists() and any(p.stat().st_mtime > path.stat().st_mtime for p in [model, *model.glob("*")])
+    return old.get("config") == to_dict(cfg) and not newer
 
 
 def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
@@ -102,16 +119,23 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
     if not (pipe.run_stage1 or pipe.run_stage2) and base_model.gguf_file:
         model_over["model.gguf_file"] = base_model.gguf_file
     results: dict[str, Any] = {"arm": name, "model": model_path}
-    if cfg.eval:
-        results["eval"] = str(root / "eval.json")
-        eval_mod.main(load_config(eval_mod.EvalConfig, cfg.eval, model_over))
-    if cfg.analyze:
-        results["analysis"] = str(root / "analysis.json")
-        analyze_mod.main(load_config(analyze_mod.AnalyzeConfig, cfg.analyze, model_over))
-    for extra, files in cfg.extra_analyses.items():
-        results[f"analysis_{extra}"] = str(root / f"analysis_{extra}" / "analysis.json")
-        over = {**model_over, "output_dir": str(root / f"analysis_{extra}"), "run_name": f"{name} ({extra})"}
-        analyze_mod.main(load_config(analyze_mod.AnalyzeConfig, list(files), over))
+    evals = {"eval": list(cfg.eval)} if cfg.eval else {}
+    evals.update({f"eval_{extra}": list(files) for extra, files in cfg.extra_evals.items()})
+    for key, files in evals.items():
+        out_dir = root if key == "eval" else root / key
+        results[key] = str(out_dir / "eval.json")
+        over = {**model_over, "output_dir": str(out_dir)} if key == "eval" else {**model_over, "output_dir": str(out_dir), "run_name": f"{name} ({key[5:]})"}
+        ecfg = load_config(eval_mod.EvalConfig, files, over)
+        if not _done(out_dir / "eval.json", ecfg):
+            eval_mod.main(ecfg)
+    analyses = {"analysis": (list(cfg.analyze), root)} if cfg.analyze else {}
+    analyses.update({f"analysis_{extra}": (list(files), root / f"analysis_{extra}") for extra, files in cfg.extra_analyses.items()})
+    for key, (files, out_dir) in analyses.items():
+        results[key] = str(out_dir / "analysis.json")
+        over = model_over if key == "analysis" else {**model_over, "output_dir": str(out_dir), "run_name": f"{name} ({key[9:]})"}
+        acfg = load_config(analyze_mod.AnalyzeConfig, files, over)
+        if not _done(out_dir / "analysis.json", acfg):
+            analyze_mod.main(acfg)
     summary = {
         "kind": "arm",
         **results,

@@ -410,6 +410,13 @@ def _render_instruction_rows(
             for (full, prompt_len, earlier, _), enc in zip(texts, encs, strict=True)]
 
 
+def instruction_prompt(row: Instruction, tokenizer: Any, use_chat_template: bool = True) -> tuple[str, bool]:
+    """(the prompt stage 2 trains ``row``'s answer after, add the tokenizer's special tokens?): what a model fine-tuned
+    on such rows reads before it answers (the chat template's generation prompt, or the Alpaca-LoRA prompt)."""
+    full, prompt_len, _, add_special = _instruction_text(row, tokenizer, use_chat_template, False)
+    return full[:prompt_len], add_special
+
+
 def _instruction_text(row: Instruction, tokenizer: Any, use_chat_template: bool, all_turns: bool) -> tuple[str, int, list[tuple[int, int]], bool]:
     """(the conversation's text, the length of its prompt, the character ranges of the earlier answers that carry the
     loss, add the tokenizer's special tokens?)."""

@@ -48,6 +48,7 @@ _SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_spli
 BENCHMARK_FIELDS: dict[str, tuple[str, ...]] = {
     "belebele": ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4", "correct_answer_num"),
     "mgsm": ("question", "answer_number"),
+    "mmlu": ("question", "choices", "label"),
     "pawsx": ("sentence1", "sentence2", "label"),
     "xcopa": ("premise", "choice1", "choice2", "question", "label"),
     "xnli": ("premise", "hypothesis", "label"),
@@ -427,14 +428,16 @@ def run_benchmarks(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate an in-memory HF model on alignx's local tasks and/or stock lm-eval tasks.
 
-    Returns ``{benchmark: {lang: {"acc", "acc_stderr", "n"}}}`` (``acc_norm`` too when the task has it).
+    Returns ``{benchmark: {lang: {"acc", "acc_stderr", "n", "items": {"acc": [per question, in document order]}}}}``
+    (``acc_norm`` too when the task has it).
     ``num_fewshot=None`` keeps each task's default (0 for these). ``max_gen_toks`` caps generation
     tasks (MGSM; lm-eval's default is 256). ``raw_out`` is filled with lm-eval's own results object
     (every metric, task configs, versions), as plain JSON (:func:`lm_eval_json`).
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from alignx.eval.scoring import continuation_lm_class
 
     if not tasks:
         return {}
@@ -443,14 +446,15 @@ def run_benchmarks(
         local, stock = resolve_tasks(tasks, rendered)
         # indexing lm-eval's ~10k stock YAMLs costs seconds: only when a stock task is asked for
         manager = TaskManager(include_path=str(rendered.include_path), include_defaults=bool(stock))
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        # lm-eval's HFLM, scoring log-likelihoods with the LM head at the scored positions only (alignx.eval.scoring)
+        lm = continuation_lm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         results = lm_eval.simple_evaluate(
             model=lm,
             tasks=local + stock,
             num_fewshot=num_fewshot,
             limit=limit,
             task_manager=manager,
-            log_samples=False,
+            log_samples=True,  # per-question outcomes: the hierarchical bootstrap of alignx compare resamples them
             bootstrap_iters=1000,
             random_seed=seed,
             numpy_random_seed=seed,
@@ -460,6 +464,14 @@ def run_benchmarks(
         )
     if results is None:  # non-zero ranks under distributed evaluation
         return {}
+    samples = results.pop("samples", {}) or {}
     if raw_out is not None:
         raw_out.update(lm_eval_json(results))
-    return summarize_results(results, rendered)
+    summary = summarize_results(results, rendered)
+    for task, rows in samples.items():
+        bench, lang = split_task_name(task, rendered)
+        entry = summary.get(bench, {}).get(lang)
+        metric = "acc" if rows and "acc" in rows[0] else "exact_match" if rows and "exact_match" in rows[0] else None
+        if entry is not None and metric is not None:
+            entry["items"] = {"acc": [float(r[metric]) for r in sorted(rows, key=lambda r: r["doc_id"])]}
+    return summary

@@ -7,6 +7,8 @@ eval.json schema (read by ``alignx report``)::
      "translation": {"<src>-<tgt>": {"spbleu", "chrf++", "bleu_signature", "chrf_signature", "off_target", "n",
                                      "comet", "tokenizer", "shots", "langid", "samples": [{src, ref, hyp} x 5],
                                      "items": {"chrf_stats": [[24 ints] per sentence], "off_target": [0/1 ...]}}},
+     "transfer": {"source_lang", "acc": {lang: {"acc", "n", "chance", "items": {"correct": [0/1 ...], "cluster": [...]}}},
+                  "gap": {lang: source acc - acc}},
      "perplexity": {lang: {"ppl", "n", "tokens", "items": {"nll": [...], "tokens": [...]}}}}
 
 ``bleu_signature`` / ``chrf_signature`` are sacrebleu's metric signatures (``nrefs:1|case:mixed|eff:no|tok:13a|
@@ -34,6 +36,7 @@ import torch
 from alignx import languages
 from alignx.config import ConfigError, ModelConfig, opt, section, to_dict
 from alignx.eval.perplexity import run_perplexity, sentences_by_language
+from alignx.eval.transfer import read_transfer_files, run_transfer
 from alignx.eval.translation import (
     BLEU_TOKENIZERS,
     Pair,
@@ -53,7 +56,7 @@ LM_EVAL_RESULTS = "lm_eval_results.json"  # lm-eval's raw results, beside eval.j
 @dataclass
 class EvalConfig:
     model: ModelConfig = section(ModelConfig, "model to evaluate")
-    tasks: list[str] = opt([], "benchmarks: alignx_<b> groups (b = xcopa xnli xstorycloze xwinograd pawsx belebele mgsm), alignx_<b>_<lang>, alignx_mc, or stock lm-eval task names (need the hub)")
+    tasks: list[str] = opt([], "benchmarks: alignx_<b> groups (b = xcopa xnli xstorycloze xwinograd pawsx belebele mgsm mmlu), alignx_<b>_<lang>, alignx_mc, or stock lm-eval task names (need the hub)")
     benchmark_data_dir: str | None = opt(None, "root of local benchmark files: <dir>/xcopa/<lang>/test.<lang>.jsonl, <dir>/belebele/<flores>.jsonl, ... (see alignx/eval/tasks/*/_template_yaml)")
     mc_file: str | None = opt(None, "generic multiple-choice JSONL {lang,question,choices,label} for alignx_mc (default <benchmark_data_dir>/mc_heldout.jsonl)")
     num_fewshot: int | None = opt(None, "benchmark few-shot examples (None: each task's default, 0)")
@@ -71,6 +74,9 @@ class EvalConfig:
         False, "load comet_model: a COMET checkpoint is a pickle, and loading one runs code from the file; set true only for a checkpoint you trust"
     )
     langid: str = opt("auto", "off-target language id: auto (py3langid if installed, else script) | py3langid | script")
+    transfer_files: list[str] = opt([], "zero-shot transfer JSONL {lang, instruction, input, choices, label[, cluster]}: a task stage 2 taught in one language, asked in each (alignx.eval.transfer)")
+    transfer_source_lang: str = opt("en", "the language stage 2 taught the transfer task in: the transfer gap is its accuracy minus each other language's")
+    transfer_chat_template: bool = opt(True, "render transfer rows as stage 2 renders instruction rows (data.use_chat_template): the tokenizer's chat template when it has one, else the Alpaca-LoRA prompt")
     perplexity_files: list[str] = opt([], "parallel files whose sentences are scored for perplexity (e.g. out-of-domain English: the regression check)")
     perplexity_langs: list[str] = opt(["en"], "languages of perplexity_files to score")
     perplexity_max_sentences: int = opt(250, "at most this many distinct sentences per perplexity language")
@@ -110,7 +116,11 @@ class EvalConfig:
         if self.comet_model and not self.trust_comet_checkpoint:
             raise ConfigError(f"comet_model={self.comet_model}: a COMET checkpoint is a pickle, and loading it runs code from the file; "
                               "set trust_comet_checkpoint=true if you trust it")
-        for path in [*self.translation_files, *self.translation_dev_files, *self.perplexity_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir, self.comet_model])]:
+        try:
+            self.transfer_source_lang = languages.normalize(self.transfer_source_lang)
+        except ValueError as e:
+            raise ConfigError(f"transfer_source_lang: {e}") from None
+        for path in [*self.translation_files, *self.translation_dev_files, *self.perplexity_files, *self.transfer_files, *filter(None, [self.flores_dir, self.mc_file, self.benchmark_data_dir, self.comet_model])]:
             if not Path(path).exists():
                 raise ConfigError(f"{path}: not found")
 
@@ -124,14 +134,15 @@ class EvalInputs:
     """Everything :func:`evaluate` reads, read and checked before any model work."""
 
     translation_sets: dict[tuple[str, str], tuple[list[Pair], list[Pair]]] = field(default_factory=dict)
+    transfer_sets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def prepare_inputs(cfg: EvalConfig, tokenizer: Any) -> EvalInputs:
     """Read and check every input of ``cfg``; raises a one-line ConfigError / DataError for the first bad one."""
     from alignx.eval.benchmarks import check_benchmarks
 
-    if not cfg.tasks and not cfg.has_translation and not cfg.perplexity_files:
-        raise ConfigError("nothing to evaluate: give tasks=..., translation_files=... / flores_dir=... and/or perplexity_files=...")
+    if not cfg.tasks and not cfg.has_translation and not cfg.perplexity_files and not cfg.transfer_files:
+        raise ConfigError("nothing to evaluate: give tasks=..., translation_files=... / flores_dir=..., transfer_files=... and/or perplexity_files=...")
     if cfg.comet_model and importlib.util.find_spec("comet") is None:
         raise ConfigError("comet_model is set but the package unbabel-comet is not installed: pip install unbabel-comet, or drop comet_model")
     check_benchmarks(cfg.tasks, cfg.benchmark_data_dir, cfg.mc_file)
@@ -143,6 +154,8 @@ def prepare_inputs(cfg: EvalConfig, tokenizer: Any) -> EvalInputs:
             cfg.translation_files, cfg.translation_dev_files, cfg.flores_dir, cfg.directions, cfg.flores_split, limit=cfg.limit
         )
         check_translation_sets(inputs.translation_sets, cfg.shots, cfg.bleu_tokenize)
+    if cfg.transfer_files:
+        inputs.transfer_sets = read_transfer_files(cfg.transfer_files)
     if cfg.perplexity_files:
         found = sentences_by_language(cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences)
         if not any(found.values()):
@@ -166,7 +179,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
     model.eval()
     forward = mload.inference_precision(model, cfg.model)
     autocast = {"benchmarks": forward, "translation": mload.inference_precision(model, cfg.model, generation=True),
-                "perplexity": forward}
+                "transfer": forward, "perplexity": forward}
     with mload.inference_autocast(model, cfg.model):  # bf16 where the device computes it natively
         t0 = time.time()
         if cfg.tasks:
@@ -184,6 +197,10 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
                     comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
                 )  # fmt: skip
         t2 = time.time()
+        if inputs.transfer_sets:
+            done["transfer"] = run_transfer(model, tokenizer, inputs.transfer_sets, use_chat_template=cfg.transfer_chat_template,
+                                            source_lang=cfg.transfer_source_lang, batch_size=cfg.batch_size, limit=cfg.limit)
+        t3 = time.time()
         if cfg.perplexity_files:
             done["perplexity"] = run_perplexity(
                 model, tokenizer, cfg.perplexity_files, cfg.perplexity_langs, cfg.perplexity_max_sentences, cfg.batch_size
@@ -196,9 +213,11 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
         "config": to_dict(cfg),
         "env": environment(),
         "autocast": autocast,
-        "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(t2 - t1, 1), "perplexity": round(time.time() - t2, 1)},
+        "seconds": {"benchmarks": round(t1 - t0, 1), "translation": round(t2 - t1, 1), "transfer": round(t3 - t2, 1),
+                    "perplexity": round(time.time() - t3, 1)},
         "benchmarks": done.get("benchmarks", {}),
         "translation": done.get("translation", {}),
+        "transfer": done.get("transfer", {}),
         "perplexity": done.get("perplexity", {}),
     }
 

@@ -1,7 +1,9 @@
 """``alignx compare``: differences between experiment arms with hierarchical-bootstrap 95% CIs and seed spread.
 
-Reads result JSON only (``analysis.json`` files with per-pair MEXA outcomes, ``eval.json`` with per-
-sentence chrF++ statistics, off-target flags and perplexity). Arms trained with different seeds form a
+Reads result JSON only (``analysis.json`` files with per-pair MEXA outcomes, ``eval.json`` files with per-
+sentence chrF++ statistics, off-target flags, transfer and multiple-choice outcomes per item and perplexity). Rows
+come in families, downstream first: translation, zero-shot transfer, multiple choice, forgetting (English
+perplexity), then the alignment readouts (MEXA of several poolings and layers, the one L_CTR trains marked). Arms trained with different seeds form a
 group. Each bootstrap resample draws each group's seeds with replacement, then the items (paired: the same draw
 for both groups; MEXA pairs that share a pivot sentence as one cluster), so the interval covers both the seed and
 the sentence sample (:func:`alignx.eval.stats.hierarchical_mean_diff`); the spread over seeds is reported beside
@@ -40,6 +42,15 @@ class CompareConfig:
         {"in-domain": "analysis.json", "out-of-domain": "analysis_ood/analysis.json"},
         "label -> analysis.json path relative to an arm's directory",
     )
+    readouts: list[str] = opt(
+        [], "alignment readouts compared, each 'pooling@layer' (pooling: mean | last | mean_centred | last_centred; layer a "
+        "hidden_states index or 'rec', the recommended layer); empty: the one readout of pooling and layer",
+    )
+    trained_readout: str = opt("", "the readout the arms' L_CTR trains ('pooling@layer'): marked 'trained by L_CTR' in the table")
+    evals: dict[str, str] = opt(
+        {"in-domain": "eval.json", "out-of-domain": "eval_ood/eval.json"},
+        "label -> eval.json path relative to an arm's directory (translation, transfer, benchmarks and perplexity are read from each)",
+    )
     perplexity_lang: str = opt("en", "language whose perplexity is compared (relative difference)")
     n_boot: int = opt(N_BOOT, "bootstrap resamples")
     seed: int = opt(0, "bootstrap seed")
@@ -53,6 +64,15 @@ class CompareConfig:
                 raise ConfigError(f"pairs: {p!r} is not 'a:b'")
         if self.n_boot < 100:
             raise ConfigError(f"n_boot must be >= 100, got {self.n_boot}")
+        for r in [*self.readouts, *filter(None, [self.trained_readout])]:
+            pooling, _, layer = r.partition("@")
+            if pooling not in POOLINGS or not (layer == "rec" or layer.isdigit()):
+                raise ConfigError(f"readouts: {r!r} is not 'pooling@layer' (pooling one of {', '.join(POOLINGS)}; layer a number or rec)")
+
+
+POOLINGS = ("mean", "last", "mean_centred", "last_centred")
+# Families in the order the table shows them: what users care about first, the alignment readouts last.
+FAMILIES = ("translation", "transfer", "multiple choice", "forgetting", "alignment")
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -65,7 +85,8 @@ class Arm:
     def __init__(self, root: Path, cfg: CompareConfig) -> None:
         self.name = root.name
         self.analyses = {label: _read(root / rel) for label, rel in cfg.analyses.items()}
-        self.eval = _read(root / "eval.json") or {}
+        self.evals = {label: _read(root / rel) or {} for label, rel in cfg.evals.items()}
+        self.eval: dict[str, Any] = {}  # the eval being read (set by the caller per label)
 
     def mexa_items(self, label: str, pooling: str, layer: int) -> dict[str, tuple[str, list[float]]] | None:
         """{lang: (pairs digest, per-pair 0/1)} at ``layer``, or None when the analysis lacks per-pair data."""
@@ -145,6 +166,57 @@ def _ppl_metric(arms: list[Arm], lang: str) -> tuple[list[list[np.ndarray]], lis
     return stats, [float(e["ppl"]) for e in entries]  # type: ignore[index]
 
 
+def _transfer_metric(arms: list[Arm]) -> tuple[list[str], list[list[list[float]]], list[float], list[list[str]]] | None:
+    """Non-source languages every arm has; per seed ``[seed][language][item]`` 0/1; each seed's mean accuracy; the
+    items' clusters (their source-language text: one text asked in several languages is one cluster)."""
+    results = [t for a in arms if (t := a.eval.get("transfer"))]
+    if not results:
+        return None
+    source = results[0]["source_lang"]
+    langs = sorted(set.intersection(*(set(t["acc"]) for t in results)) - {source})
+    if not langs:
+        return None
+    seeds = [[[float(c) for c in t["acc"][lang]["items"]["correct"]] for lang in langs] for t in results]
+    per_seed = [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+    return langs, seeds, per_seed, [results[0]["acc"][lang]["items"]["cluster"] for lang in langs]
+
+
+def _transfer_gap(arms: list[Arm]) -> tuple[list[list[list[float]]], list[float]] | None:
+    """Per seed, per non-source language, per item: source-language correctness minus this language's, for the items
+    whose cluster (source text) has both; the mean of that is the transfer gap."""
+    results = [t for a in arms if (t := a.eval.get("transfer"))]
+    if not results:
+        return None
+    source = results[0]["source_lang"]
+    langs = sorted(set.intersection(*(set(t["acc"]) for t in results)) - {source})
+    if source not in results[0]["acc"] or not langs:
+        return None
+    seeds = []
+    for t in results:
+        src = dict(zip(t["acc"][source]["items"]["cluster"], t["acc"][source]["items"]["correct"], strict=True))
+        seeds.append([[float(src[c] - x) for c, x in zip(t["acc"][lang]["items"]["cluster"], t["acc"][lang]["items"]["correct"], strict=True) if c in src]
+                      for lang in langs])
+    return seeds, [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+
+
+def _benchmark_metric(arms: list[Arm], bench: str) -> tuple[list[str], list[list[list[float]]], list[float]] | None:
+    """Languages every arm has; per seed ``[seed][language][question]`` 0/1 (``items.acc`` of eval.json); seed means."""
+    results = [b for a in arms if (b := (a.eval.get("benchmarks") or {}).get(bench))]
+    if not results or len(results) != len(arms):
+        return None
+    langs = sorted(lang for lang in set.intersection(*(set(b) for b in results)) if all("items" in b[lang] for b in results))
+    if not langs:
+        return None
+    seeds = [[[float(x) for x in b[lang]["items"]["acc"]] for lang in langs] for b in results]
+    return langs, seeds, [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+
+
+def _readouts(cfg: CompareConfig) -> list[tuple[str, str]]:
+    """(pooling, layer spec) of every readout compared."""
+    specs = cfg.readouts or [f"{cfg.pooling}@{cfg.layer if cfg.layer >= 0 else 'rec'}"]
+    return [(r.partition("@")[0], r.partition("@")[2]) for r in specs]
+
+
 def compare(cfg: CompareConfig) -> dict[str, Any]:
     root = Path(cfg.runs_dir)
     if not root.is_dir():  # checked before anything is written: compare never creates its inputs
@@ -167,35 +239,66 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         if not A or not B:
             notes.append(f"{pair}: skipped, {ga if not A else gb} has no arm directory")
             continue
-        layer = cfg.layer if cfg.layer >= 0 else B[0].recommended_layer()
-        if layer is None:
-            raise ConfigError(f"layer: {gb} has no analysis to take the recommended layer from; set layer=N")
+        recommended = B[0].recommended_layer()
 
-        def add(metric: str, unit: str, diff: dict[str, Any], seeds_a: list[float], seeds_b: list[float], extra: dict[str, Any], a: str = ga, b: str = gb) -> None:
+        def add(family: str, metric: str, unit: str, diff: dict[str, Any], seeds_a: list[float], seeds_b: list[float],
+                extra: dict[str, Any], a: str = ga, b: str = gb) -> None:
             spreads.setdefault(a, {})[metric] = seed_spread(seeds_a)
             spreads.setdefault(b, {})[metric] = seed_spread(seeds_b)
-            rows.append({"a": a, "b": b, "metric": metric, "unit": unit, **diff, "a_seeds": seeds_a, "b_seeds": seeds_b, **extra})
+            rows.append({"family": family, "a": a, "b": b, "metric": metric, "unit": unit, **diff, "a_seeds": seeds_a,
+                         "b_seeds": seeds_b, **extra})
 
-        for label in cfg.analyses:
-            m = _mexa_metric(A, B, label, cfg.pooling, layer)
-            if m is None:
-                continue
-            langs, sa, sb, seeds_a, seeds_b, clusters = m
-            diff = hierarchical_mean_diff(sa, sb, clusters, cfg.n_boot, seed=cfg.seed)
-            add(f"MEXA L{layer} {cfg.pooling} ({label})", "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b],
-                {"languages": langs, "clustered_by_pivot": clusters is not None})
-        dirs = sorted(set(_directions(A)) & set(_directions(B)))
-        for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
-            ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
-            if ca and cb:
-                add(f"chrF++ {side}", "points", hierarchical_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
-            oa, ob = _translation_metric(A, sel, "off_target"), _translation_metric(B, sel, "off_target")
-            if oa and ob:
-                add(f"off-target {side}", "points", _scale(hierarchical_mean_diff(oa[0], ob[0], None, cfg.n_boot, seed=cfg.seed), 100), [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
-        pa, pb = _ppl_metric(A, cfg.perplexity_lang), _ppl_metric(B, cfg.perplexity_lang)
-        if pa is not None and pb is not None:
-            diff = hierarchical_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
-            add(f"perplexity {cfg.perplexity_lang} (relative)", "%", _scale(diff, 100), pa[1], pb[1], {})
+        for elabel in cfg.evals:
+            for arm in [*A, *B]:
+                arm.eval = arm.evals.get(elabel) or {}
+            dirs = sorted(set(_directions(A)) & set(_directions(B)))
+            for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
+                ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
+                if ca and cb:
+                    add("translation", f"chrF++ {side} ({elabel})", "points",
+                        hierarchical_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
+                oa, ob = _translation_metric(A, sel, "off_target"), _translation_metric(B, sel, "off_target")
+                if oa and ob:
+                    add("translation", f"off-target {side} ({elabel})", "points",
+                        _scale(hierarchical_mean_diff(oa[0], ob[0], None, cfg.n_boot, seed=cfg.seed), 100),
+                        [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
+            ta, tb = _transfer_metric(A), _transfer_metric(B)
+            if ta and tb and ta[0] == tb[0]:
+                add("transfer", f"transfer accuracy, mean over non-source languages ({elabel})", "points",
+                    _scale(hierarchical_mean_diff(ta[1], tb[1], ta[3], cfg.n_boot, seed=cfg.seed), 100),
+                    [v * 100 for v in ta[2]], [v * 100 for v in tb[2]], {"languages": ta[0], "clustered_by_source_text": True})
+                gap_a, gap_b = _transfer_gap(A), _transfer_gap(B)
+                if gap_a and gap_b:
+                    add("transfer", f"transfer gap, source − X ({elabel})", "points",
+                        _scale(hierarchical_mean_diff(gap_a[0], gap_b[0], None, cfg.n_boot, seed=cfg.seed), 100),
+                        [v * 100 for v in gap_a[1]], [v * 100 for v in gap_b[1]], {"languages": ta[0]})
+            benches = sorted(set.intersection(*(set(arm.eval.get("benchmarks") or {}) for arm in [*A, *B])))
+            for bench in benches:
+                ma, mb = _benchmark_metric(A, bench), _benchmark_metric(B, bench)
+                if ma and mb and ma[0] == mb[0]:
+                    add("multiple choice", f"{bench} accuracy ({elabel})", "points",
+                        _scale(hierarchical_mean_diff(ma[1], mb[1], None, cfg.n_boot, seed=cfg.seed), 100),
+                        [v * 100 for v in ma[2]], [v * 100 for v in mb[2]], {"languages": ma[0]})
+            pa, pb = _ppl_metric(A, cfg.perplexity_lang), _ppl_metric(B, cfg.perplexity_lang)
+            if pa is not None and pb is not None:
+                diff = hierarchical_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
+                add("forgetting", f"perplexity {cfg.perplexity_lang} (relative; {elabel})", "%", _scale(diff, 100), pa[1], pb[1], {})
+        for pooling, spec in _readouts(cfg):
+            layer = recommended if spec == "rec" else int(spec)
+            if layer is None:
+                raise ConfigError(f"readouts: {gb} has no analysis to take the recommended layer from; give a layer number")
+            trained = cfg.trained_readout and cfg.trained_readout.partition("@")[0] == pooling and (
+                cfg.trained_readout.partition("@")[2] in (spec, str(layer)))
+            for label in cfg.analyses:
+                m = _mexa_metric(A, B, label, pooling, layer)
+                if m is None:
+                    continue
+                langs, sa, sb, seeds_a, seeds_b, clusters = m
+                diff = hierarchical_mean_diff(sa, sb, clusters, cfg.n_boot, seed=cfg.seed)
+                name = f"MEXA L{layer} {pooling} ({label})" + (" [trained by L_CTR]" if trained else "")
+                add("alignment", name, "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b],
+                    {"languages": langs, "clustered_by_pivot": clusters is not None, "trained_readout": bool(trained)})
+    rows.sort(key=lambda r: FAMILIES.index(r["family"]))  # stable: the pairs' order within a family
     result = {
         "kind": "comparison",
         "runs_dir": str(root),
@@ -231,8 +334,8 @@ def _spread_text(values: list[float]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| comparison | metric | a | b | a − b [95% CI] | n items | CI excludes 0 |",
-        "|---|---|---|---|---|---|---|",
+        "| family | comparison | metric | a | b | a − b [95% CI] | n items | seeds a / b | CI excludes 0 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["differences"]:
         sig = "yes" if r["lo"] > 0 or r["hi"] < 0 else "no"
@@ -240,7 +343,8 @@ def markdown(result: dict[str, Any]) -> str:
         delta = f"{r['delta']:+.1f}{unit} [{r['lo']:+.1f}, {r['hi']:+.1f}]"
         if math.isnan(r["delta"]):
             delta = "n/a"
-        lines.append(f"| {r['a']} vs {r['b']} | {r['metric']} | {_spread_text(r['a_seeds'])} | {_spread_text(r['b_seeds'])} | {delta} | {r['n']} | {sig} |")
+        lines.append(f"| {r.get('family', '')} | {r['a']} vs {r['b']} | {r['metric']} | {_spread_text(r['a_seeds'])} | "
+                     f"{_spread_text(r['b_seeds'])} | {delta} | {r['n']} | {len(r['a_seeds'])} / {len(r['b_seeds'])} | {sig} |")
     text = "\n".join(lines) + "\n\nSeed spread: mean ± sample sd over the arms of a group. Intervals: " + result["interval"] + ".\n"
     if result.get("labels"):
         text += "\nNames:\n" + "\n".join(f"- `{name}`: {label}" for name, label in result["labels"].items()) + "\n"

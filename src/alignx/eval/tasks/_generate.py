@@ -108,6 +108,11 @@ def main() -> None:
                      "dataset_kwargs": {"data_files": {"train": f"{D}/mgsm/{lang}/train.jsonl", "test": f"{D}/mgsm/{lang}/test.jsonl"}}}  # fmt: skip
     _bench("mgsm", per, {"metric": "exact_match", "filter_list": ["flexible-extract"]})
 
+    # translated MMLU dev questions: the languages lm-eval ships samples for (alignx.data.mmlu_dev writes the files)
+    from alignx.data.mmlu_dev import source_files
+
+    _bench("mmlu", {lang: {"dataset_kwargs": {"data_files": {"test": f"{D}/mmlu/{lang}.jsonl"}}} for lang in source_files()}, acc)
+
 
 if __name__ == "__main__":
     main()
