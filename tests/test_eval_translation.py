@@ -262,3 +262,26 @@ def test_fixture_files_are_valid_jsonl():
     for path in FIX.glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             assert set(json.loads(line)) == {"src", "tgt", "src_lang", "tgt_lang"}
+
+
+def test_length_caps_cut_each_row_at_its_own_cap_whatever_its_batch():
+    """A row stops at its own cap and is cut there: its output is the same alone or batched with longer-capped rows,
+    and equals the uncapped output's first tokens."""
+    import torch
+
+    from conftest import make_tokenizer, tiny_config
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tok))).eval()
+    prompts = ["English: the house\nGerman:", "English: a dog barks loudly at night\nGerman:", "English: hi\nGerman:"]
+    caps = [2, 7, 4]
+    batched = translation.generate(model, tok, prompts, batch_size=3, max_new_tokens=20, caps=caps)
+    alone = [translation.generate(model, tok, [p], batch_size=1, max_new_tokens=20, caps=[c])[0] for p, c in zip(prompts, caps, strict=True)]
+    assert batched == alone
+    free = translation.generate(model, tok, prompts, batch_size=3, max_new_tokens=20)
+    # greedy: a capped row is the start of its uncapped output; the random model writes no newline soon, so the caps cut
+    assert all(full.startswith(out) for out, full in zip(batched, free, strict=True))
+    assert all(len(out) < len(full) for out, full in zip(batched, free, strict=True))

@@ -22,6 +22,8 @@ Training data stays the replication's committed files (``experiments/cpu_gemma3/
 - ``transfer_{dev,test}.jsonl``: the same question on held-out help texts of the four modules with at least
   ``MIN_WORDS`` English words, in English and in each of the 8 languages (the same texts: labels are exact and
   the English version of every item is in the set), split with the pairs.
+- Every file lists its pairs language by language in one seeded order of the English sentences, so the first N of
+  any language are a random sample and the same texts in every language.
 - ``stats.json``: counts per split, language and label, and the package versions.
 """
 
@@ -145,6 +147,8 @@ def main() -> None:
     indomain = {"dev": list(old_held), "test": []}
     for p in new_pairs:
         indomain["dev" if is_dev(p["src"]) else "test"].append(p)
+    for split in indomain:  # seeded order, the same English order in every language: any prefix is a random sample
+        indomain[split].sort(key=lambda p: (LANGS.index(p["tgt_lang"]), B.stable_hash(SEED, "order", dedup_key(p["src"]))))
 
     # Out of domain: GNOME help, never trained on.
     gnome = [p for p in collect("gnome_help", "/usr/share/help") if p["tgt_lang"] != "hi"
@@ -153,7 +157,7 @@ def main() -> None:
     for split, cap in (("dev", OOD_DEV_PER_LANG), ("test", OOD_TEST_PER_LANG)):
         for lang in LANGS:
             rows = [p for p in gnome if p["tgt_lang"] == lang and is_dev(p["src"]) == (split == "dev")]
-            ood[split].extend(sorted(rows, key=lambda p: B.stable_hash(SEED, "ood", p["id"], lang))[:cap])
+            ood[split].extend(sorted(rows, key=lambda p: B.stable_hash(SEED, "ood", dedup_key(p["src"])))[:cap])
 
     # Transfer: taught in English in stage 2 (from training pairs), tested on the held-out texts in every language.
     rng = random.Random(SEED)

@@ -75,6 +75,7 @@ class EvalConfig:
     )
     langid: str = opt("auto", "off-target language id: auto (py3langid if installed, else script) | py3langid | script")
     transfer_files: list[str] = opt([], "zero-shot transfer JSONL {lang, instruction, input, choices, label[, cluster]}: a task stage 2 taught in one language, asked in each (alignx.eval.transfer)")
+    transfer_limit: int | None = opt(None, "at most this many transfer rows per language (the first ones; None: all). `limit` does not apply to transfer")
     transfer_source_lang: str = opt("en", "the language stage 2 taught the transfer task in: the transfer gap is its accuracy minus each other language's")
     transfer_chat_template: bool = opt(True, "render transfer rows as stage 2 renders instruction rows (data.use_chat_template): the tokenizer's chat template when it has one, else the Alpaca-LoRA prompt")
     perplexity_files: list[str] = opt([], "parallel files whose sentences are scored for perplexity (e.g. out-of-domain English: the regression check)")
@@ -83,6 +84,10 @@ class EvalConfig:
     limit: int | None = opt(None, "at most this many examples per benchmark language / translation direction")
     batch_size: int = opt(8, "batch size for scoring and generation")
     max_new_tokens: int = opt(256, "translation: generation budget per sentence")
+    length_cap: float = opt(
+        2.0, "translation: a sentence also stops after ceil(length_cap x its source tokens) + 10 new tokens (a translation "
+        "rarely runs longer; a row that never writes its newline no longer holds its batch to max_new_tokens); 0: off",
+    )
     seed: int = opt(0, "seed for demonstration sampling and lm-eval")
     output_dir: str = opt("runs/eval", "eval.json and translations.<src>-<tgt>.jsonl go here")
     run_name: str = opt("", "label in eval.json and reports (default: the model's directory name)")
@@ -94,8 +99,12 @@ class EvalConfig:
             raise ConfigError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"limit must be positive, got {self.limit}")
+        if self.transfer_limit is not None and self.transfer_limit <= 0:
+            raise ConfigError(f"transfer_limit must be positive, got {self.transfer_limit}")
         if self.batch_size <= 0 or self.max_new_tokens <= 0:
             raise ConfigError("batch_size and max_new_tokens must be positive")
+        if self.length_cap < 0:
+            raise ConfigError(f"length_cap must be >= 0 (0: off), got {self.length_cap}")
         if self.bleu_tokenize not in BLEU_TOKENIZERS:
             raise ConfigError(f"bleu_tokenize must be one of {', '.join(BLEU_TOKENIZERS)}, got {self.bleu_tokenize!r}")
         if self.langid not in ("auto", "py3langid", "script"):
@@ -195,11 +204,12 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
                     model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
                     max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
                     comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
+                    length_cap=cfg.length_cap,
                 )  # fmt: skip
         t2 = time.time()
         if inputs.transfer_sets:
             done["transfer"] = run_transfer(model, tokenizer, inputs.transfer_sets, use_chat_template=cfg.transfer_chat_template,
-                                            source_lang=cfg.transfer_source_lang, batch_size=cfg.batch_size, limit=cfg.limit)
+                                            source_lang=cfg.transfer_source_lang, batch_size=cfg.batch_size, limit=cfg.transfer_limit)
         t3 = time.time()
         if cfg.perplexity_files:
             done["perplexity"] = run_perplexity(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 BLEU_TOKENIZERS = ("auto", "flores101", "flores200", "13a", "intl", "char", "zh", "none")
 _NO_SPACE_SCRIPTS = {"Jpan", "Thai", "Khmr", "Laoo", "Mymr"}
 N_SAMPLES = 5  # rows of {src, ref, hyp} stored in eval.json per direction
+LENGTH_CAP_SLACK = 10  # new tokens a sentence gets beyond length_cap x its source tokens
 
 
 @dataclass(frozen=True)
@@ -176,19 +178,24 @@ def apply_chat(tokenizer: Any, prompt: str) -> str:
 
 
 class _StopOnNewline:
-    """Stopping criterion: a row is done once its new text contains a newline (EOS is handled by generate).
+    """Stopping criterion: a row is done once its new text contains a newline (EOS is handled by generate), or once
+    it has as many new tokens as its own cap (``caps``, one per row).
 
     A row once done stays done (generate keeps finished rows finished), so only the others are decoded again.
     """
 
-    def __init__(self, tokenizer: Any, prompt_len: int) -> None:
+    def __init__(self, tokenizer: Any, prompt_len: int, caps: Sequence[int] | None = None) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
+        self.caps = caps
         self.done: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         if self.done is None:
             self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.caps is not None:
+            new = input_ids.shape[1] - self.prompt_len
+            self.done |= torch.tensor([new >= c for c in self.caps], device=input_ids.device)
         todo = (~self.done).nonzero().flatten()
         if len(todo):
             texts = self.tokenizer.batch_decode(input_ids[todo, self.prompt_len :], skip_special_tokens=True)
@@ -198,8 +205,13 @@ class _StopOnNewline:
 
 
 @torch.no_grad()
-def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 256, desc: str = "translate") -> list[str]:
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 256, desc: str = "translate",
+             caps: Sequence[int] | None = None) -> list[str]:
     """Greedy continuations, cut at the first newline, in the order of ``prompts``.
+
+    ``caps``: per prompt, at most this many new tokens (and at most ``max_new_tokens``): a row stops at its own cap
+    and its text is cut there, so a row's output does not depend on the rows it shares a batch with, and a batch
+    decodes only as long as its longest-capped unfinished row.
 
     Prompts are tokenized once, sorted by token count (longest first: similar lengths share a batch, so
     little padding, and an OOM shows up at once) and generated ``batch_size`` at a time with left padding
@@ -228,15 +240,16 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
         idx = order[start : start + batch_size]
         batch = tokenizer.pad([encoded[i] for i in idx], padding=True, padding_side="left", return_tensors="pt").to(device)
         prompt_len = batch["input_ids"].shape[1]
+        row_caps = [min(max_new_tokens, caps[i]) if caps is not None else max_new_tokens for i in idx]
         gen = model.generate(
             **batch,
             do_sample=False,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max(row_caps),
             pad_token_id=pad_id,
             eos_token_id=eos_ids or None,
-            stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len)]),
+            stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len, row_caps if caps is not None else None)]),
         )
-        texts = tokenizer.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
+        texts = tokenizer.batch_decode([g[prompt_len: prompt_len + c] for g, c in zip(gen, row_caps, strict=True)], skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
             out[i] = text.strip().split("\n", 1)[0].strip()
     return out
@@ -375,9 +388,12 @@ def evaluate_direction(
     bleu_tokenize: str = "auto",
     comet: CometScorer | None = None,
     identifier: LanguageIdentifier | None = None,
+    length_cap: float = 0.0,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Translate ``test`` and score it. Returns (eval.json entry, all {src, ref, hyp} rows).
 
+    ``length_cap`` > 0: a sentence gets at most ``ceil(length_cap * its source tokens) + LENGTH_CAP_SLACK`` new tokens
+    (and ``max_new_tokens``), so a batch stops decoding once every row has answered or run past its own cap.
     ``comet``: the run's scorer (None: no COMET); one scorer for all directions loads its checkpoint once."""
     if not test:
         raise ValueError("no test pairs for this direction")
@@ -387,7 +403,11 @@ def evaluate_direction(
     for i, pair in enumerate(test):
         prompt = build_prompt(pair.src, select_shots(dev, shots, seed, i, pair), src_lang, tgt_lang)
         prompts.append(apply_chat(tokenizer, prompt) if use_chat_template else prompt)
-    hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}")
+    caps = None
+    if length_cap > 0:
+        n_src = tokenizer([p.src for p in test], add_special_tokens=False)["input_ids"]
+        caps = [min(max_new_tokens, math.ceil(length_cap * len(ids)) + LENGTH_CAP_SLACK) for ids in n_src]
+    hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}", caps=caps)
     refs = [p.tgt for p in test]
     tokenizer_name = resolve_bleu_tokenizer(bleu_tokenize, tgt_lang)
     comet_value, why = (comet or CometScorer(None)).score([p.src for p in test], hyps, refs)
@@ -402,6 +422,7 @@ def evaluate_direction(
         "comet": comet_value,
         "tokenizer": tokenizer_name,
         "shots": shots,
+        "length_cap": length_cap,
         "langid": identifier.method_for(tgt_lang),
         "samples": rows[:N_SAMPLES],
         # Per-sentence data for paired bootstraps between runs (alignx.eval.stats), in test order.
@@ -468,6 +489,7 @@ def run_translation(
     langid: str = "auto",
     outputs_dir: str | Path | None = None,
     rows_out: dict[str, list[dict[str, str]]] | None = None,
+    length_cap: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every direction; returns ``{"<src>-<tgt>": entry}``. The {src, ref, hyp} rows of each direction
     go to ``rows_out[<src>-<tgt>]`` when given, else to ``outputs_dir/translations.<src>-<tgt>.jsonl``."""
@@ -478,6 +500,7 @@ def run_translation(
         entry, rows = evaluate_direction(
             model, tokenizer, test, dev, shots=shots, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
             use_chat_template=use_chat_template, bleu_tokenize=bleu_tokenize, comet=comet, identifier=identifier,
+            length_cap=length_cap,
         )  # fmt: skip
         results[f"{src}-{tgt}"] = entry
         log.info("%s-%s: spBLEU(%s) %.2f chrF++ %.2f off-target %.2f (n=%d)", src, tgt, entry["tokenizer"], entry["spbleu"], entry["chrf++"], entry["off_target"], entry["n"])
