@@ -1,14 +1,16 @@
 """Evaluation speed: few-shot translation and multiple choice, today's path vs the fast one, same model and inputs.
 
-- **Translation** (``alignx.eval.translation.evaluate_direction``): *before* is the path without a length cap
-  (``length_cap=0``: every batch decodes until all rows wrote their newline or ``max_new_tokens``); *after* adds the
-  per-sentence cap (``length_cap``, the default of ``alignx eval``), optionally with another batch size. Both run at
-  two settings: the experiments' (3 shots, 48 new tokens, batch 16) and ``alignx eval``'s defaults (8 shots, 256 new
-  tokens, batch 8). Sentences/s per variant, and how many hypotheses are identical.
+- **Translation** (``alignx.eval.translation.evaluate_direction``): *before* is today's path (demonstrations drawn per
+  sentence, every prompt encoded in full, no length cap); *after* uses one fixed set of demonstrations per direction
+  (``fixed_shots``), encodes the prompts' shared start once and reuses its cache (``share_prefix``), and caps each
+  sentence's new tokens (``length_cap``); *after_unshared* is *after*'s prompts encoded in full, to check that sharing
+  the cache changes no output. Run at two settings: the experiments' (3 shots, 48 new tokens, batch 16) and
+  ``alignx eval``'s defaults (8 shots, 256 new tokens, batch 8). Sentences/s per variant and identical hypotheses.
 - **Multiple choice** (lm-eval ``simple_evaluate`` on alignx's XCOPA and MMLU-dev tasks): *before* is lm-eval's
   ``HFLM`` (full logits at every position), *after* alignx's ``ContinuationLM`` (the LM head at the scored positions
-  only, one row per distinct input). Questions/s, the largest absolute difference of any log-likelihood, and whether
-  every accuracy is equal.
+  only, one row per distinct input), both fp32; *after_bf16* is *after* under bf16 autocast, what ``alignx eval`` runs
+  on a CPU with native bf16. Questions/s, the largest absolute difference of any log-likelihood from *before*, and
+  whether every accuracy is equal.
 
 Each (part, variant) is timed ``--rounds`` times, interleaved (before, after, before, after, ...), after an untimed
 warm-up; the JSON keeps every round, the medians and the speed-up of the medians, the settings, the environment and
@@ -20,6 +22,7 @@ the load average before and after. Inputs are dev-split data only (``experiments
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -58,9 +61,14 @@ def translation_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str
     }
     out: dict[str, Any] = {}
     for name, s in settings.items():
-        variants = {"before": {**s, "length_cap": 0.0}, "after": {**s, "length_cap": args.length_cap}}
+        variants = {
+            "before": {**s, "length_cap": 0.0, "fixed_shots": False, "share_prefix": False},
+            "after": {**s, "length_cap": args.length_cap, "fixed_shots": True, "share_prefix": True},
+            # the same prompts as after, each encoded in full: whether sharing the prefix's cache changes any output
+            "after_unshared": {**s, "length_cap": args.length_cap, "fixed_shots": True, "share_prefix": False},
+        }
         if args.after_batch_size:
-            variants["after"]["batch_size"] = args.after_batch_size
+            variants["after"]["batch_size"] = variants["after_unshared"]["batch_size"] = args.after_batch_size
         hyps: dict[str, list[str]] = {}
         times: dict[str, list[float]] = {v: [] for v in variants}
         n = sum(len(test) for test, _ in sets.values())
@@ -71,7 +79,8 @@ def translation_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str
             got = []
             for test, dev in sets.values():
                 entry, rows = T.evaluate_direction(model, tok, test, dev, shots=cfg["shots"], batch_size=cfg["batch_size"],
-                                                   max_new_tokens=cfg["max_new_tokens"], length_cap=cfg["length_cap"], bleu_tokenize="13a")
+                                                   max_new_tokens=cfg["max_new_tokens"], length_cap=cfg["length_cap"], bleu_tokenize="13a",
+                                                   fixed_shots=cfg["fixed_shots"], share_prefix=cfg["share_prefix"])
                 got += [r["hyp"] for r in rows]
             hyps[v] = got
             return time.perf_counter() - t0
@@ -87,10 +96,14 @@ def translation_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str
             "settings": variants, "sentences": n, "directions": args.directions,
             "seconds": times, "median_s": med, "sentences_per_s": {v: n / t for v, t in med.items()},
             "speedup": med["before"] / med["after"],
-            "identical_hypotheses": sum(a == b for a, b in zip(hyps["before"], hyps["after"], strict=True)),
-            "differing_examples": [{"before": a, "after": b} for a, b in zip(hyps["before"], hyps["after"], strict=True) if a != b][:5],
+            "speedup_of_prefix_sharing": med["after_unshared"] / med["after"],
+            # after vs after_unshared: same prompts, so every output should be identical
+            "identical_hypotheses_shared_vs_unshared": sum(a == b for a, b in zip(hyps["after_unshared"], hyps["after"], strict=True)),
+            # before vs after: different demonstrations (per sentence vs fixed), so outputs differ by design
+            "identical_hypotheses_before_vs_after": sum(a == b for a, b in zip(hyps["before"], hyps["after"], strict=True)),
+            "differing_shared_vs_unshared": [{"unshared": a, "shared": b} for a, b in zip(hyps["after_unshared"], hyps["after"], strict=True) if a != b][:5],
         }
-        print(name, json.dumps({k: out[name][k] for k in ("sentences_per_s", "speedup", "identical_hypotheses", "sentences")}), flush=True)
+        print(name, json.dumps({k: out[name][k] for k in ("sentences_per_s", "speedup", "identical_hypotheses_shared_vs_unshared", "sentences")}), flush=True)
     return out
 
 
@@ -107,7 +120,8 @@ def mc_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str, Any]:
         render_tasks(DATA / "benchmarks", tmp)
         manager = TaskManager(include_path=tmp, include_defaults=False)
         for bench, tasks in (("xcopa", args.xcopa_tasks), ("mmlu", args.mmlu_tasks)):
-            classes = {"before": HFLM, "after": continuation_lm_class()}
+            fast = continuation_lm_class()
+            classes = {"before": HFLM, "after": fast, "after_bf16": fast}
             times: dict[str, list[float]] = {v: [] for v in classes}
             samples: dict[str, Any] = {}
             accs: dict[str, Any] = {}
@@ -115,9 +129,13 @@ def mc_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str, Any]:
                 for v, cls in classes.items():
                     lm = cls(pretrained=model, tokenizer=tok, batch_size=args.mc_batch_size)
                     t0 = time.perf_counter()
-                    res = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=args.mc_limit if r else 2, task_manager=manager,
-                                                  log_samples=True, bootstrap_iters=0, random_seed=0, numpy_random_seed=0,
-                                                  torch_random_seed=0, fewshot_random_seed=0)
+                    # after_bf16: what `alignx eval` runs on a CPU with native bf16 (model.autocast=auto); lm-eval's
+                    # HFLM switches autocast off inside its forward, so "before" stays fp32 either way
+                    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if v == "after_bf16" else contextlib.nullcontext()
+                    with ctx:
+                        res = lm_eval.simple_evaluate(model=lm, tasks=tasks, limit=args.mc_limit if r else 2, task_manager=manager,
+                                                      log_samples=True, bootstrap_iters=0, random_seed=0, numpy_random_seed=0,
+                                                      torch_random_seed=0, fewshot_random_seed=0)
                     dt = time.perf_counter() - t0
                     if r:
                         times[v].append(dt)
@@ -126,11 +144,13 @@ def mc_part(model: Any, tok: Any, args: argparse.Namespace) -> dict[str, Any]:
             n_q = args.mc_limit * len(tasks)
             med = {v: statistics.median(t) for v, t in times.items()}
             diffs = [abs(float(a[0]) - float(b[0])) for a, b in zip(samples["before"], samples["after"], strict=True)]
+            diffs16 = [abs(float(a[0]) - float(b[0])) for a, b in zip(samples["before"], samples["after_bf16"], strict=True)]
             out[bench] = {
                 "tasks": tasks, "questions": n_q, "batch_size": args.mc_batch_size, "seconds": times, "median_s": med,
                 "questions_per_s": {v: n_q / t for v, t in med.items()}, "speedup": med["before"] / med["after"],
                 "loglikelihoods": len(diffs), "max_abs_loglikelihood_diff": max(diffs), "acc": accs,
-                "acc_equal": accs["before"] == accs["after"],
+                "acc_equal": accs["before"] == accs["after"], "speedup_bf16": med["before"] / med["after_bf16"],
+                "max_abs_loglikelihood_diff_bf16": max(diffs16), "median_abs_loglikelihood_diff_bf16": statistics.median(diffs16),
             }
             print(bench, json.dumps({k: out[bench][k] for k in ("questions_per_s", "speedup", "max_abs_loglikelihood_diff", "acc_equal")}), flush=True)
     return out

@@ -285,3 +285,36 @@ def test_length_caps_cut_each_row_at_its_own_cap_whatever_its_batch():
     # greedy: a capped row is the start of its uncapped output; the random model writes no newline soon, so the caps cut
     assert all(full.startswith(out) for out, full in zip(batched, free, strict=True))
     assert all(len(out) < len(full) for out, full in zip(batched, free, strict=True))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "qwen2"])
+def test_shared_prefix_cache_gives_the_outputs_of_full_prompts(arch):
+    """Prompts with one start (fixed demonstrations): encoding the shared tokens once and continuing every batch from
+    a copy of their cache gives the same greedy outputs as encoding each full prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import make_tokenizer, tiny_config
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tok))).eval()
+    shots = [Pair("the cat", "die Katze", "en", "de"), Pair("a red house", "ein rotes Haus", "en", "de")]
+    srcs = ["good morning", "the dog barks loudly at night", "hi", "where is the station, please?", "yes"]
+    prompts = [translation.build_prompt(s, shots, "en", "de") for s in srcs]
+    shared = translation.generate(model, tok, prompts, batch_size=2, max_new_tokens=6)
+    full = translation.generate(model, tok, prompts, batch_size=2, max_new_tokens=6, share_prefix=False)
+    alone = [translation.generate(model, tok, [p], batch_size=1, max_new_tokens=6)[0] for p in prompts]
+    assert shared == full == alone
+    encoded = [tok(p) for p in prompts]
+    assert translation._common_prefix([{k: list(v) for k, v in e.items()} for e in encoded]) >= translation.MIN_SHARED_PREFIX
+
+
+def test_fixed_shots_share_no_sentence_with_the_test_set():
+    test = [Pair(f"s{i}", f"t{i}", "en", "de") for i in range(3)]
+    pool = [*test, Pair("a", "b", "en", "de"), Pair("c", "d", "en", "de"), Pair("s1", "x", "en", "de")]
+    shots = translation.select_fixed_shots(pool, 2, 0, test)
+    assert sorted(p.src for p in shots) == ["a", "c"]
+    assert translation.select_fixed_shots(pool, 2, 0, test) == shots  # seeded
+    with pytest.raises(ConfigError, match="fixed demonstrations need 3"):
+        translation.select_fixed_shots(pool, 3, 0, test)

@@ -67,6 +67,10 @@ class EvalConfig:
     flores_split: str = opt("devtest", "FLORES split evaluated; demonstrations come from 'dev'")
     directions: list[str] = opt([], "translation directions, e.g. en-de,de-en (default: every direction in the JSONL files)")
     shots: int = opt(8, "in-context translation examples per prompt (paper: 8)")
+    fixed_shots: bool = opt(
+        False, "the same demonstrations for every sentence of a direction (seeded, none sharing a sentence with the test "
+        "set) instead of a draw per sentence: the prompts' shared start is encoded once and its cache reused",
+    )
     use_chat_template: bool = opt(False, "wrap translation prompts in the tokenizer's chat template (instruct models)")
     bleu_tokenize: str = opt("auto", "sacrebleu tokenizer: auto (flores101 when its SentencePiece model is available offline, else 13a/zh/char per target) | flores101 | flores200 | 13a | intl | char | zh | none")
     comet_model: str | None = opt(None, "local COMET checkpoint (.ckpt) for unbabel-comet; None: COMET is null")
@@ -204,7 +208,7 @@ def evaluate(model: Any, tokenizer: Any, cfg: EvalConfig, inputs: EvalInputs | N
                     model, tokenizer, inputs.translation_sets, shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size,
                     max_new_tokens=cfg.max_new_tokens, use_chat_template=cfg.use_chat_template, bleu_tokenize=cfg.bleu_tokenize,
                     comet_model=cfg.comet_model, langid=cfg.langid, outputs_dir=cfg.output_dir, rows_out=rows,
-                    length_cap=cfg.length_cap,
+                    length_cap=cfg.length_cap, fixed_shots=cfg.fixed_shots,
                 )  # fmt: skip
         t2 = time.time()
         if inputs.transfer_sets:

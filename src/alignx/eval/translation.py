@@ -19,12 +19,14 @@ Each BLEU and chrF++ score is stored with sacrebleu's metric signature (``bleu_s
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
 import math
 import os
 import random
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 BLEU_TOKENIZERS = ("auto", "flores101", "flores200", "13a", "intl", "char", "zh", "none")
 _NO_SPACE_SCRIPTS = {"Jpan", "Thai", "Khmr", "Laoo", "Mymr"}
 N_SAMPLES = 5  # rows of {src, ref, hyp} stored in eval.json per direction
-LENGTH_CAP_SLACK = 10  # new tokens a sentence gets beyond length_cap x its source tokens
+LENGTH_CAP_SLACK = 10
+MIN_SHARED_PREFIX = 8  # tokens; a shorter shared prefix is not worth a cache copy per batch  # new tokens a sentence gets beyond length_cap x its source tokens
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,19 @@ def select_shots(pool: Sequence[Pair], k: int, seed: int, index: int, test: Pair
     return rng.sample(eligible, k)
 
 
+def select_fixed_shots(pool: Sequence[Pair], k: int, seed: int, test: Sequence[Pair]) -> list[Pair]:
+    """k demonstrations shared by every test item of a direction: seeded, none of them sharing a sentence with any
+    test pair. Every prompt then starts with the same tokens, which :func:`generate` encodes once."""
+    if k <= 0:
+        return []
+    taken = {p.src for p in test} | {p.tgt for p in test}
+    eligible = [p for p in pool if p.src not in taken and p.tgt not in taken]
+    if len(eligible) < k:
+        raise ConfigError(f"shots={k}: fixed demonstrations need {k} dev pairs sharing no sentence with the test set, "
+                          f"only {len(eligible)} available; lower shots or give translation_dev_files")
+    return random.Random(seed).sample(eligible, k)
+
+
 def build_prompt(src: str, shots: Sequence[Pair], src_lang: str, tgt_lang: str) -> str:
     """Plain completion prompt; the model continues after ``<Target name>:`` and we stop at newline.
 
@@ -204,14 +220,30 @@ class _StopOnNewline:
         return self.done.clone()
 
 
+def _common_prefix(encoded: list[dict[str, list[int]]]) -> int:
+    """Length of the longest token prefix all prompts share, leaving every prompt at least one token of its own."""
+    first = encoded[0]["input_ids"]
+    n = min(len(e["input_ids"]) for e in encoded) - 1
+    for e in encoded[1:]:
+        ids = e["input_ids"]
+        k = 0
+        while k < n and ids[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int = 8, max_new_tokens: int = 256, desc: str = "translate",
-             caps: Sequence[int] | None = None) -> list[str]:
+             caps: Sequence[int] | None = None, share_prefix: bool = True) -> list[str]:
     """Greedy continuations, cut at the first newline, in the order of ``prompts``.
 
     ``caps``: per prompt, at most this many new tokens (and at most ``max_new_tokens``): a row stops at its own cap
     and its text is cut there, so a row's output does not depend on the rows it shares a batch with, and a batch
     decodes only as long as its longest-capped unfinished row.
+
+    ``share_prefix``: the token prefix all prompts share (at least ``MIN_SHARED_PREFIX`` tokens; with fixed
+    demonstrations, the instruction and every shot) is encoded once and its KV cache reused by every batch.
 
     Prompts are tokenized once, sorted by token count (longest first: similar lengths share a batch, so
     little padding, and an OOM shows up at once) and generated ``batch_size`` at a time with left padding
@@ -234,21 +266,46 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
             enc = tokenizer([prompts[i] for i in idx], add_special_tokens=add_special)
             for r, i in enumerate(idx):
                 encoded[i] = {key: values[r] for key, values in enc.items()}
+    # The token prefix every prompt shares (with fixed demonstrations: the instruction and all the shots) is encoded
+    # once; each batch continues from a copy of its cache and encodes only the rows' own ends. Exact by construction
+    # (the common prefix of the token ids, not of the texts); the rows' positions are those of the full prompts.
+    shared = _common_prefix(encoded) if share_prefix and len(prompts) > 1 else 0
+    prefix_cache = None
+    if shared >= MIN_SHARED_PREFIX:
+        prefix_ids = torch.tensor([encoded[0]["input_ids"][:shared]], device=device)
+        prefixed = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
+        prefix_cache = getattr(prefixed, "cache", None) or prefixed.past_key_values
+
+    else:
+        shared = 0
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]["input_ids"]))
     out: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
         idx = order[start : start + batch_size]
-        batch = tokenizer.pad([encoded[i] for i in idx], padding=True, padding_side="left", return_tensors="pt").to(device)
+        ends = [{k: v[shared:] for k, v in encoded[i].items()} for i in idx]
+        batch = tokenizer.pad(ends, padding=True, padding_side="left", return_tensors="pt").to(device)
+        kwargs: dict[str, Any] = {}
+        if prefix_cache is not None:
+            n = len(idx)
+            ones = torch.ones(n, shared, dtype=batch["attention_mask"].dtype, device=device)
+            batch = {"input_ids": torch.cat([prefix_ids.expand(n, -1), batch["input_ids"]], dim=1),
+                     "attention_mask": torch.cat([ones, batch["attention_mask"]], dim=1)}
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(n)
+            kwargs["past_key_values"] = cache
         prompt_len = batch["input_ids"].shape[1]
         row_caps = [min(max_new_tokens, caps[i]) if caps is not None else max_new_tokens for i in idx]
-        gen = model.generate(
-            **batch,
-            do_sample=False,
-            max_new_tokens=max(row_caps),
-            pad_token_id=pad_id,
-            eos_token_id=eos_ids or None,
-            stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len, row_caps if caps is not None else None)]),
-        )
+        with warnings.catch_warnings():  # later 5.x releases rename past_key_values to cache; <6 (our pin) takes both
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+            gen = model.generate(
+                **batch,
+                **kwargs,
+                do_sample=False,
+                max_new_tokens=max(row_caps),
+                pad_token_id=pad_id,
+                eos_token_id=eos_ids or None,
+                stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len, row_caps if caps is not None else None)]),
+            )
         texts = tokenizer.batch_decode([g[prompt_len: prompt_len + c] for g, c in zip(gen, row_caps, strict=True)], skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
             out[i] = text.strip().split("\n", 1)[0].strip()
@@ -389,6 +446,8 @@ def evaluate_direction(
     comet: CometScorer | None = None,
     identifier: LanguageIdentifier | None = None,
     length_cap: float = 0.0,
+    fixed_shots: bool = False,
+    share_prefix: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Translate ``test`` and score it. Returns (eval.json entry, all {src, ref, hyp} rows).
 
@@ -400,14 +459,16 @@ def evaluate_direction(
     src_lang, tgt_lang = test[0].src_lang, test[0].tgt_lang
     identifier = identifier or LanguageIdentifier()
     prompts = []
+    fixed = select_fixed_shots(dev, shots, seed, test) if fixed_shots else None
     for i, pair in enumerate(test):
-        prompt = build_prompt(pair.src, select_shots(dev, shots, seed, i, pair), src_lang, tgt_lang)
+        prompt = build_prompt(pair.src, fixed if fixed is not None else select_shots(dev, shots, seed, i, pair), src_lang, tgt_lang)
         prompts.append(apply_chat(tokenizer, prompt) if use_chat_template else prompt)
     caps = None
     if length_cap > 0:
         n_src = tokenizer([p.src for p in test], add_special_tokens=False)["input_ids"]
         caps = [min(max_new_tokens, math.ceil(length_cap * len(ids)) + LENGTH_CAP_SLACK) for ids in n_src]
-    hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}", caps=caps)
+    hyps = generate(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, desc=f"{src_lang}-{tgt_lang}", caps=caps,
+                    share_prefix=share_prefix)
     refs = [p.tgt for p in test]
     tokenizer_name = resolve_bleu_tokenizer(bleu_tokenize, tgt_lang)
     comet_value, why = (comet or CometScorer(None)).score([p.src for p in test], hyps, refs)
@@ -423,6 +484,7 @@ def evaluate_direction(
         "tokenizer": tokenizer_name,
         "shots": shots,
         "length_cap": length_cap,
+        "fixed_shots": fixed_shots,
         "langid": identifier.method_for(tgt_lang),
         "samples": rows[:N_SAMPLES],
         # Per-sentence data for paired bootstraps between runs (alignx.eval.stats), in test order.
@@ -490,6 +552,7 @@ def run_translation(
     outputs_dir: str | Path | None = None,
     rows_out: dict[str, list[dict[str, str]]] | None = None,
     length_cap: float = 0.0,
+    fixed_shots: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate every direction; returns ``{"<src>-<tgt>": entry}``. The {src, ref, hyp} rows of each direction
     go to ``rows_out[<src>-<tgt>]`` when given, else to ``outputs_dir/translations.<src>-<tgt>.jsonl``."""
@@ -500,7 +563,7 @@ def run_translation(
         entry, rows = evaluate_direction(
             model, tokenizer, test, dev, shots=shots, seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens,
             use_chat_template=use_chat_template, bleu_tokenize=bleu_tokenize, comet=comet, identifier=identifier,
-            length_cap=length_cap,
+            length_cap=length_cap, fixed_shots=fixed_shots,
         )  # fmt: skip
         results[f"{src}-{tgt}"] = entry
         log.info("%s-%s: spBLEU(%s) %.2f chrF++ %.2f off-target %.2f (n=%d)", src, tgt, entry["tokenizer"], entry["spbleu"], entry["chrf++"], entry["off_target"], entry["n"])
