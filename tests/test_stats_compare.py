@@ -142,8 +142,10 @@ def test_compare_puts_downstream_families_first_with_transfer_and_benchmarks(tmp
         _arm(tmp_path, name, {"de": wins}, good, [10.0, 10.0, 10.0])
     _downstream(tmp_path, "ax", en=[1, 1, 1, 1], de=[1, 1, 0, 1], fr=[1, 0, 0, 1], xcopa_it=[1, 1, 0, 1, 1])
     _downstream(tmp_path, "cpt", en=[1, 1, 1, 0], de=[0, 1, 0, 0], fr=[1, 0, 0, 0], xcopa_it=[1, 0, 0, 1, 0])
+    (tmp_path / "ax_s1").mkdir()  # a second seed still training: no results yet, every family uses the arms that have them
     cfg = load_config(CompareConfig, overrides={
-        "runs_dir": str(tmp_path), "pairs": ["ax:cpt"], "analyses": {"in-domain": "analysis.json"}, "n_boot": 200,
+        "runs_dir": str(tmp_path), "groups": {"axg": ["ax", "ax_s1"]}, "pairs": ["axg:cpt"],
+        "analyses": {"in-domain": "analysis.json"}, "n_boot": 200,
         "evals": {"in-domain": "eval.json"}, "readouts": ["mean@1", "mean@0"], "trained_readout": "mean@1",
     })
     res = compare(cfg)

@@ -201,8 +201,8 @@ def _transfer_gap(arms: list[Arm]) -> tuple[list[list[list[float]]], list[float]
 
 def _benchmark_metric(arms: list[Arm], bench: str) -> tuple[list[str], list[list[list[float]]], list[float]] | None:
     """Languages every arm has; per seed ``[seed][language][question]`` 0/1 (``items.acc`` of eval.json); seed means."""
-    results = [b for a in arms if (b := (a.eval.get("benchmarks") or {}).get(bench))]
-    if not results or len(results) != len(arms):
+    results = [b for a in arms if (b := (a.eval.get("benchmarks") or {}).get(bench))]  # arms still without it do not count
+    if not results:
         return None
     langs = sorted(lang for lang in set.intersection(*(set(b) for b in results)) if all("items" in b[lang] for b in results))
     if not langs:
@@ -272,7 +272,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                     add("transfer", f"transfer gap, source − X ({elabel})", "points",
                         _scale(hierarchical_mean_diff(gap_a[0], gap_b[0], None, cfg.n_boot, seed=cfg.seed), 100),
                         [v * 100 for v in gap_a[1]], [v * 100 for v in gap_b[1]], {"languages": ta[0]})
-            benches = sorted(set.intersection(*(set(arm.eval.get("benchmarks") or {}) for arm in [*A, *B])))
+            have = [set(b) for arm in [*A, *B] if (b := arm.eval.get("benchmarks"))]
+            benches = sorted(set.intersection(*have)) if have else []
             for bench in benches:
                 ma, mb = _benchmark_metric(A, bench), _benchmark_metric(B, bench)
                 if ma and mb and ma[0] == mb[0]:
