@@ -467,6 +467,20 @@ def _messages(turns: Any, where: str, role_key: str, text_key: str, roles: dict[
 _CHAT_ROLES = {r: r for r in ("system", "user", "assistant")}
 
 
+def choice_row(row: dict[str, Any], where: str, text_fields: tuple[str, ...]) -> tuple[str, list[str], int]:
+    """(language code, choices, label) of a multiple-choice row with non-empty string ``text_fields``, ``lang``, a
+    ``choices`` list of at least 2 non-empty strings and a ``label`` index into it; a DataError naming ``where``."""
+    for key in ("lang", *text_fields):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise DataError(f"{where}: needs a non-empty string '{key}' (rows {{{', '.join(('lang', *text_fields, 'choices', 'label'))}}})")
+    choices, label = row.get("choices"), row.get("label")
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+        raise DataError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
+    if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
+        raise DataError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
+    return _lang(row["lang"], where), choices, label
+
+
 def instruction_from_row(row: Any, where: str) -> Instruction:
     """An instruction row in any supported format (see module docstring) as an :class:`Instruction`, or a DataError."""
     if not isinstance(row, dict):

@@ -34,7 +34,7 @@ import yaml
 
 from alignx import languages
 from alignx.config import ConfigError
-from alignx.data.readers import DataError, iter_lines, json_object
+from alignx.data.readers import DataError, choice_row, iter_lines, json_object
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +206,7 @@ def read_mc_file(path: Path) -> dict[str, list[dict[str, Any]]]:
     """Rows of a generic multiple-choice JSONL per language; errors name file:line."""
     by_lang: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for where, row in _json_rows(Path(path)):
-        choices, label = row.get("choices"), row.get("label")
-        if not isinstance(row.get("question"), str) or not isinstance(row.get("lang"), str):
-            raise DataError(f"{where}: needs string fields 'lang' and 'question' (rows {{lang, question, choices, label}})")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-            raise DataError(f"{where}: 'choices' must be a list of at least 2 strings")
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-            raise DataError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
-        try:
-            lang = languages.normalize(row["lang"])
-        except languages.UnknownLanguageError as e:
-            raise DataError(f"{where}: {e}") from None
+        lang, choices, label = choice_row(row, where, ("question",))
         by_lang[lang].append({"question": row["question"], "choices": choices, "label": label})
     if not by_lang:
         raise DataError(f"{path}: no rows")

@@ -21,8 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from alignx import languages
-from alignx.data.readers import DataError, Instruction, iter_lines, json_object
+from alignx.data.readers import DataError, Instruction, choice_row, iter_lines, json_object
 from alignx.data.render import instruction_prompt
 from alignx.eval.scoring import continuation_logprobs
 
@@ -36,18 +35,7 @@ def read_transfer_files(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
                 continue
             where = f"{path}:{lineno}"
             row = json_object(line, where)
-            for key in ("lang", "instruction", "input"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise DataError(f"{where}: needs a non-empty string '{key}' (rows {{lang, instruction, input, choices, label}})")
-            choices, label = row.get("choices"), row.get("label")
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
-                raise DataError(f"{where}: 'choices' must be a list of at least 2 non-empty strings")
-            if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(choices):
-                raise DataError(f"{where}: 'label' must be an index into choices (0..{len(choices) - 1}), got {label!r}")
-            try:
-                lang = languages.normalize(row["lang"])
-            except languages.UnknownLanguageError as e:
-                raise DataError(f"{where}: {e}") from None
+            lang, _, _ = choice_row(row, where, ("instruction", "input"))
             by_lang[lang].append({**row, "lang": lang, "cluster": str(row.get("cluster", row.get("id", f"{where}")))})
     if not by_lang:
         raise DataError(f"{', '.join(paths)}: no rows")
