@@ -56,16 +56,17 @@ def continuation_logprobs(model: Any, requests: Sequence[Request], batch_size: i
     Requests that feed the model the same tokens share one row (the one-token choices of a question). Rows are
     sorted longest first, batched ``batch_size`` at a time and left-padded (with position ids counted from each
     row's first token), so the scored positions of every row are its last ones and the model computes logits for
-    those only (``logits_to_keep``). ``max_length`` truncates context
-    from the left as lm-eval does (the last ``max_length`` input tokens). Continuations must be non-empty.
+    those only (``logits_to_keep``). ``max_length`` truncates context from the left as lm-eval does (the last
+    ``max_length`` input tokens). Contexts and continuations must be non-empty (lm-eval puts the EOT token in an
+    empty context).
     """
     device = next(model.parameters()).device
     # Requests that feed the model the same tokens (one-token continuations of one context: the choices of a
     # multiple-choice question) share one row; each reads its own last positions of it.
     inputs: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, cont) in enumerate(requests):
-        if not cont:
-            raise ValueError(f"request {i}: empty continuation")
+        if not cont or not ctx:
+            raise ValueError(f"request {i}: empty {'continuation' if not cont else 'context'}")
         if max_length is not None and len(cont) > max_length:
             raise ValueError(f"request {i}: the continuation ({len(cont)} tokens) is longer than max_length={max_length}")
         full = list(ctx) + list(cont)
