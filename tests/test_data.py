@@ -234,3 +234,22 @@ def test_suspicious_pairs_are_kept_but_counted(tmp_path):
     (tmp_path / "c.en-en.en").write_text("a\n")
     with pytest.raises(DataError, match=r"c\.en-en: both files are 'en'"):
         read_parallel(tmp_path / "c.en-en")
+
+
+def test_moses_prefixes_of_opus100_split_names(tmp_path):
+    """OPUS-100 ships opus.de-en-{train,dev,test}.{de,en}: a split name after the pair is not part of a code."""
+    from alignx.data.readers import moses_files
+
+    for split in ("train", "dev", "test", "devtest", "v1"):
+        (tmp_path / f"opus.de-en-{split}.de").write_text(f"Hallo {split}\n", encoding="utf-8")
+        (tmp_path / f"opus.de-en-{split}.en").write_text(f"Hello {split}\n", encoding="utf-8")
+        fa, fb, a, b = moses_files(tmp_path / f"opus.de-en-{split}")
+        assert (fa.name, fb.name, a, b) == (f"opus.de-en-{split}.de", f"opus.de-en-{split}.en", "de", "en")
+        pairs = read_parallel(tmp_path / f"opus.de-en-{split}")
+        assert [(p.src, p.tgt, p.src_lang, p.tgt_lang) for p in pairs] == [(f"Hallo {split}", f"Hello {split}", "de", "en")]
+    # subtagged codes and a classic Moses prefix still resolve; a prefix whose pair has no files does not
+    (tmp_path / "c.en-zh_CN.en").write_text("a\n", encoding="utf-8")
+    (tmp_path / "c.en-zh_CN.zh_CN").write_text("b\n", encoding="utf-8")
+    assert moses_files(tmp_path / "c.en-zh_CN")[2:] == ("en", "zh_CN")
+    assert moses_files(tmp_path / "opus.fr-en-dev") is None
+    assert moses_files(tmp_path / "missing_dir" / "x.de-en") is None

@@ -141,17 +141,27 @@ def read_lines(path: str | Path) -> list[str]:
     return [line for _, line in iter_lines(path)]
 
 
-_PAIR_RE = re.compile(r"(?<![A-Za-z])([a-z]{2,3}(?:[_-][A-Za-z]{2,4})?)-([a-z]{2,3}(?:[_-][A-Za-z]{2,4})?)(?![A-Za-z])")
-
-
 def moses_files(path: Path) -> tuple[Path, Path, str, str] | None:
-    """(file a, file b, code a, code b) of a Moses/OPUS prefix such as ``corpus.de-en``, or None."""
-    for m in _PAIR_RE.finditer(path.name):
-        a, b = m.group(1), m.group(2)
-        fa, fb = path.with_name(f"{path.name}.{a}"), path.with_name(f"{path.name}.{b}")
-        if fa.exists() and fb.exists():
-            return fa, fb, a, b
-    return None
+    """(file a, file b, code a, code b) of a Moses/OPUS prefix such as ``corpus.de-en`` or ``opus.de-en-dev``, or None.
+
+    The candidates are the files that exist (``<prefix>.<a>`` and ``<prefix>.<b>``) whose two suffixes appear in the
+    prefix as ``a-b`` between non-letters, so a split or version after the pair (OPUS-100's ``-train``, ``-dev``,
+    ``-test``; ``-v1``) is not read as part of a language code. The leftmost ``a-b`` in the prefix wins.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return None
+    head = path.name + "."
+    suffixes = sorted(p.name[len(head):] for p in parent.iterdir() if p.name.startswith(head) and p.is_file())
+    found = []
+    for a in suffixes:
+        for b in suffixes:
+            if a != b and (m := re.search(rf"(?<![A-Za-z]){re.escape(a)}-{re.escape(b)}(?![A-Za-z])", path.name)):
+                found.append((m.start(), a, b))
+    if not found:
+        return None
+    _, a, b = min(found)
+    return path.with_name(head + a), path.with_name(head + b), a, b
 
 
 def _lang(code: Any, where: str) -> str:
