@@ -152,11 +152,12 @@ def moses_files(path: Path) -> tuple[Path, Path, str, str] | None:
     if not parent.is_dir():
         return None
     head = path.name + "."
-    suffixes = sorted(p.name[len(head):] for p in parent.iterdir() if p.name.startswith(head) and p.is_file())
+    # any file kind: a FIFO or device named like a pair is refused later, by name, rather than missed here
+    suffixes = sorted(p.name[len(head):] for p in parent.iterdir() if p.name.startswith(head) and not p.is_dir())
     found = []
     for a in suffixes:
         for b in suffixes:
-            if a != b and (m := re.search(rf"(?<![A-Za-z]){re.escape(a)}-{re.escape(b)}(?![A-Za-z])", path.name)):
+            if m := re.search(rf"(?<![A-Za-z]){re.escape(a)}-{re.escape(b)}(?![A-Za-z])", path.name):  # a == b: refused later, by name
                 found.append((m.start(), a, b))
     if not found:
         return None
