@@ -8,6 +8,7 @@ Gemma, GPT-2, ...).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import inspect
 import logging
@@ -217,6 +218,13 @@ def check_model_settings(config: Any, model: ModelConfig, lora: LoraConfig | Non
             if not any(n == wanted or n.endswith("." + wanted) for n in names):
                 raise ConfigError(f"lora.modules_to_save: no module named {wanted!r} in {type(meta).__name__} "
                                   f"(e.g. {', '.join(sorted({n.rsplit('.', 1)[-1] for n in names if 'embed' in n or 'head' in n})[:4])})")
+        if lora.target_modules != "all-linear":  # PEFT needs only one name to match: a typo would train nothing there
+            leaves = sorted({n.rsplit(".", 1)[-1] for n, m in meta.named_modules() if isinstance(m, nn.Linear)})
+            for wanted in (t.strip() for t in str(lora.target_modules).split(",") if t.strip()):
+                if not any(n == wanted or n.endswith("." + wanted) for n in names):
+                    close = difflib.get_close_matches(wanted, leaves, n=3, cutoff=0.5)
+                    hint = f"did you mean {', '.join(close)}?" if close else f"its linear layers: {', '.join(leaves[:10])}"
+                    raise ConfigError(f"lora.target_modules: no module named {wanted!r} in {type(meta).__name__} ({hint})")
         try:
             apply_lora(meta, lora)
         except (ValueError, TypeError) as e:
