@@ -158,7 +158,7 @@ def test_compare_puts_downstream_families_first_with_transfer_and_benchmarks(tmp
     # gap (source - X per text): ax de (0,0,1,0) fr (0,1,1,0) -> 37.5; cpt de (1,0,1,0) fr (0,1,1,0) -> 50
     assert rows["transfer gap, source − X (in-domain)"]["delta"] == pytest.approx(37.5 - 50.0)
     assert rows["xcopa accuracy (in-domain)"]["delta"] == pytest.approx(100 * (4 / 5 - 2 / 5))
-    assert "MEXA L1 mean (in-domain) [trained by L_CTR]" in rows and "MEXA L0 mean (in-domain)" in rows
+    assert "MEXA L1 mean (in-domain) [the readout L_CTR trains]" in rows and "MEXA L0 mean (in-domain)" in rows
     md = (tmp_path / "comparison.md").read_text()
     assert md.index("| transfer |") < md.index("| multiple choice |") < md.index("| alignment |")
 

@@ -46,7 +46,7 @@ class CompareConfig:
         [], "alignment readouts compared, each 'pooling@layer' (pooling: mean | last | mean_centred | last_centred; layer a "
         "hidden_states index or 'rec', the recommended layer); empty: the one readout of pooling and layer",
     )
-    trained_readout: str = opt("", "the readout the arms' L_CTR trains ('pooling@layer'): marked 'trained by L_CTR' in the table")
+    trained_readout: str = opt("", "the readout the arms' L_CTR trains ('pooling@layer'): marked '[the readout L_CTR trains]' in the table (it is the readout that is trained, whichever arms are compared)")
     evals: dict[str, str] = opt(
         {"in-domain": "eval.json", "out-of-domain": "eval_ood/eval.json"},
         "label -> eval.json path relative to an arm's directory (translation, transfer, benchmarks and perplexity are read from each)",
@@ -296,7 +296,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                     continue
                 langs, sa, sb, seeds_a, seeds_b, clusters = m
                 diff = hierarchical_mean_diff(sa, sb, clusters, cfg.n_boot, seed=cfg.seed)
-                name = f"MEXA L{layer} {pooling} ({label})" + (" [trained by L_CTR]" if trained else "")
+                name = f"MEXA L{layer} {pooling} ({label})" + (" [the readout L_CTR trains]" if trained else "")
                 add("alignment", name, "points", _scale(diff, 100), [v * 100 for v in seeds_a], [v * 100 for v in seeds_b],
                     {"languages": langs, "clustered_by_pivot": clusters is not None, "trained_readout": bool(trained)})
     rows.sort(key=lambda r: FAMILIES.index(r["family"]))  # stable: the pairs' order within a family
