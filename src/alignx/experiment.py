@@ -119,23 +119,21 @@ def run_arm(cfg: ExperimentConfig, arm_file: str) -> dict[str, Any]:
     if not (pipe.run_stage1 or pipe.run_stage2) and base_model.gguf_file:
         model_over["model.gguf_file"] = base_model.gguf_file
     results: dict[str, Any] = {"arm": name, "model": model_path}
-    evals = {"eval": list(cfg.eval)} if cfg.eval else {}
-    evals.update({f"eval_{extra}": list(files) for extra, files in cfg.extra_evals.items()})
-    for key, files in evals.items():
-        out_dir = root if key == "eval" else root / key
-        results[key] = str(out_dir / "eval.json")
-        over = {**model_over, "output_dir": str(out_dir)} if key == "eval" else {**model_over, "output_dir": str(out_dir), "run_name": f"{name} ({key[5:]})"}
-        ecfg = load_config(eval_mod.EvalConfig, files, over)
-        if not _done(out_dir / "eval.json", ecfg):
-            eval_mod.main(ecfg)
-    analyses = {"analysis": (list(cfg.analyze), root)} if cfg.analyze else {}
-    analyses.update({f"analysis_{extra}": (list(files), root / f"analysis_{extra}") for extra, files in cfg.extra_analyses.items()})
-    for key, (files, out_dir) in analyses.items():
-        results[key] = str(out_dir / "analysis.json")
-        over = model_over if key == "analysis" else {**model_over, "output_dir": str(out_dir), "run_name": f"{name} ({key[9:]})"}
-        acfg = load_config(analyze_mod.AnalyzeConfig, files, over)
-        if not _done(out_dir / "analysis.json", acfg):
-            analyze_mod.main(acfg)
+    # (result key, config class, command, YAML files, output dir, file written, name of an extra one)
+    jobs: list[tuple[str, Any, Any, list[str], Path, str, str | None]] = []
+    for kind, cls, run, main_files, extras, result in (
+        ("eval", eval_mod.EvalConfig, eval_mod.main, cfg.eval, cfg.extra_evals, "eval.json"),
+        ("analysis", analyze_mod.AnalyzeConfig, analyze_mod.main, cfg.analyze, cfg.extra_analyses, "analysis.json"),
+    ):
+        if main_files:
+            jobs.append((kind, cls, run, list(main_files), root, result, None))
+        jobs += [(f"{kind}_{extra}", cls, run, list(files), root / f"{kind}_{extra}", result, extra) for extra, files in extras.items()]
+    for key, cls, run, files, out_dir, result, extra in jobs:
+        results[key] = str(out_dir / result)
+        over = {**model_over, "output_dir": str(out_dir), **({"run_name": f"{name} ({extra})"} if extra else {})}
+        job_cfg = load_config(cls, files, over)
+        if not _done(out_dir / result, job_cfg):  # finished with these settings: kept
+            run(job_cfg)
     summary = {
         "kind": "arm",
         **results,
