@@ -86,7 +86,6 @@ class Arm:
         self.name = root.name
         self.analyses = {label: _read(root / rel) for label, rel in cfg.analyses.items()}
         self.evals = {label: _read(root / rel) or {} for label, rel in cfg.evals.items()}
-        self.eval: dict[str, Any] = {}  # the eval being read (set by the caller per label)
 
     def mexa_items(self, label: str, pooling: str, layer: int) -> dict[str, tuple[str, list[float]]] | None:
         """{lang: (pairs digest, per-pair 0/1)} at ``layer``, or None when the analysis lacks per-pair data."""
@@ -137,78 +136,79 @@ def _mexa_metric(
     return langs, seeds(pa), seeds(pb), per_seed(pa), per_seed(pb), clusters
 
 
-def _directions(arms: list[Arm]) -> list[str]:
+# The metric readers take the eval.json contents of a group's arms (one per seed; {} for an arm without one yet).
+Evals = list[dict[str, Any]]
+
+
+def _directions(evals: Evals) -> list[str]:
     """Directions every arm with translation results has (arms still without an eval.json do not count)."""
-    sets = [set(t) for a in arms if (t := a.eval.get("translation"))]
+    sets = [set(t) for e in evals if (t := e.get("translation"))]
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def _translation_metric(arms: list[Arm], dirs: list[str], key: str) -> tuple[list[list[Any]], list[float]] | None:
+def _translation_metric(evals: Evals, dirs: list[str], key: str) -> tuple[list[list[Any]], list[float]] | None:
     """Per seed and direction (``[seed][direction]``): key 'chrf_stats' -> [N, 24] statistics; 'off_target' -> flags;
     and each seed's mean over directions (chrF++ of the direction's corpus, or the off-target share)."""
-    arms = [a for a in arms if all(d in (a.eval.get("translation") or {}) for d in dirs)]
-    if not dirs or not arms:
+    evals = [e for e in evals if all(d in (e.get("translation") or {}) for d in dirs)]
+    if not dirs or not evals:
         return None
-    seeds = [[np.asarray(a.eval["translation"][d]["items"][key], dtype=np.float64) for d in dirs] for a in arms]
+    seeds = [[np.asarray(e["translation"][d]["items"][key], dtype=np.float64) for d in dirs] for e in evals]
     if key == "chrf_stats":
         per_seed = [float(np.mean([chrf_from_stats(x.sum(0)) for x in s])) for s in seeds]
     else:
-        per_seed = [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+        per_seed = _seed_means(seeds)
     return seeds, per_seed
 
 
-def _ppl_metric(arms: list[Arm], lang: str) -> tuple[list[list[np.ndarray]], list[float]] | None:
+def _ppl_metric(evals: Evals, lang: str) -> tuple[list[list[np.ndarray]], list[float]] | None:
     """Per seed, one stratum of [N, 2] (NLL, tokens) per sentence; each seed's perplexity."""
-    entries = [e for a in arms if (e := (a.eval.get("perplexity") or {}).get(lang)) is not None]
+    entries = [x for e in evals if (x := (e.get("perplexity") or {}).get(lang)) is not None]
     if not entries:
         return None
-    stats = [[np.stack([e["items"]["nll"], e["items"]["tokens"]], axis=1)] for e in entries]  # type: ignore[index]
-    return stats, [float(e["ppl"]) for e in entries]  # type: ignore[index]
+    stats = [[np.stack([x["items"]["nll"], x["items"]["tokens"]], axis=1)] for x in entries]  # type: ignore[index]
+    return stats, [float(x["ppl"]) for x in entries]  # type: ignore[index]
 
 
-def _transfer_metric(arms: list[Arm]) -> tuple[list[str], list[list[list[float]]], list[float], list[list[str]]] | None:
-    """Non-source languages every arm has; per seed ``[seed][language][item]`` 0/1; each seed's mean accuracy; the
-    items' clusters (their source-language text: one text asked in several languages is one cluster)."""
-    results = [t for a in arms if (t := a.eval.get("transfer"))]
+def _seed_means(seeds: list[list[list[float]]]) -> list[float]:
+    """Each seed's mean over strata of the per-stratum mean."""
+    return [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+
+
+def _transfer_metric(evals: Evals) -> dict[str, Any] | None:
+    """The transfer task's non-source languages every arm has (``langs``); per seed ``[seed][language][item]``
+    correctness (``acc``) and the items' clusters (their source-language text: one text asked in several languages is
+    one cluster); and, where the source language was asked too, per item the source's correctness minus this
+    language's for the texts asked in both (``gap``). Seed means beside each (``acc_seeds``, ``gap_seeds``)."""
+    results = [t for e in evals if (t := e.get("transfer"))]
     if not results:
         return None
     source = results[0]["source_lang"]
     langs = sorted(set.intersection(*(set(t["acc"]) for t in results)) - {source})
     if not langs:
         return None
-    seeds = [[[float(c) for c in t["acc"][lang]["items"]["correct"]] for lang in langs] for t in results]
-    per_seed = [float(np.mean([np.mean(x) for x in s])) for s in seeds]
-    return langs, seeds, per_seed, [results[0]["acc"][lang]["items"]["cluster"] for lang in langs]
+    acc = [[[float(c) for c in t["acc"][lang]["items"]["correct"]] for lang in langs] for t in results]
+    out = {"langs": langs, "acc": acc, "acc_seeds": _seed_means(acc),
+           "clusters": [results[0]["acc"][lang]["items"]["cluster"] for lang in langs], "gap": None, "gap_seeds": None}
+    if source in results[0]["acc"]:
+        gap = []
+        for t in results:
+            src = dict(zip(t["acc"][source]["items"]["cluster"], t["acc"][source]["items"]["correct"], strict=True))
+            gap.append([[float(src[c] - x) for c, x in zip(t["acc"][lang]["items"]["cluster"], t["acc"][lang]["items"]["correct"], strict=True)
+                         if c in src] for lang in langs])
+        out.update(gap=gap, gap_seeds=_seed_means(gap))
+    return out
 
 
-def _transfer_gap(arms: list[Arm]) -> tuple[list[list[list[float]]], list[float]] | None:
-    """Per seed, per non-source language, per item: source-language correctness minus this language's, for the items
-    whose cluster (source text) has both; the mean of that is the transfer gap."""
-    results = [t for a in arms if (t := a.eval.get("transfer"))]
-    if not results:
-        return None
-    source = results[0]["source_lang"]
-    langs = sorted(set.intersection(*(set(t["acc"]) for t in results)) - {source})
-    if source not in results[0]["acc"] or not langs:
-        return None
-    seeds = []
-    for t in results:
-        src = dict(zip(t["acc"][source]["items"]["cluster"], t["acc"][source]["items"]["correct"], strict=True))
-        seeds.append([[float(src[c] - x) for c, x in zip(t["acc"][lang]["items"]["cluster"], t["acc"][lang]["items"]["correct"], strict=True) if c in src]
-                      for lang in langs])
-    return seeds, [float(np.mean([np.mean(x) for x in s])) for s in seeds]
-
-
-def _benchmark_metric(arms: list[Arm], bench: str) -> tuple[list[str], list[list[list[float]]], list[float]] | None:
+def _benchmark_metric(evals: Evals, bench: str) -> tuple[list[str], list[list[list[float]]], list[float]] | None:
     """Languages every arm has; per seed ``[seed][language][question]`` 0/1 (``items.acc`` of eval.json); seed means."""
-    results = [b for a in arms if (b := (a.eval.get("benchmarks") or {}).get(bench))]  # arms still without it do not count
+    results = [b for e in evals if (b := (e.get("benchmarks") or {}).get(bench))]  # arms still without it do not count
     if not results:
         return None
     langs = sorted(lang for lang in set.intersection(*(set(b) for b in results)) if all("items" in b[lang] for b in results))
     if not langs:
         return None
     seeds = [[[float(x) for x in b[lang]["items"]["acc"]] for lang in langs] for b in results]
-    return langs, seeds, [float(np.mean([np.mean(x) for x in s])) for s in seeds]
+    return langs, seeds, _seed_means(seeds)
 
 
 def _readouts(cfg: CompareConfig) -> list[tuple[str, str]]:
@@ -249,38 +249,36 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
                          "b_seeds": seeds_b, **extra})
 
         for elabel in cfg.evals:
-            for arm in [*A, *B]:
-                arm.eval = arm.evals.get(elabel) or {}
-            dirs = sorted(set(_directions(A)) & set(_directions(B)))
+            ea, eb = [a.evals[elabel] for a in A], [a.evals[elabel] for a in B]
+            dirs = sorted(set(_directions(ea)) & set(_directions(eb)))
             for side, sel in (("X→en", [d for d in dirs if d.endswith("-en")]), ("en→X", [d for d in dirs if d.startswith("en-")])):
-                ca, cb = _translation_metric(A, sel, "chrf_stats"), _translation_metric(B, sel, "chrf_stats")
+                ca, cb = _translation_metric(ea, sel, "chrf_stats"), _translation_metric(eb, sel, "chrf_stats")
                 if ca and cb:
                     add("translation", f"chrF++ {side} ({elabel})", "points",
                         hierarchical_corpus_diff(ca[0], cb[0], chrf_from_stats, n_boot=cfg.n_boot, seed=cfg.seed), ca[1], cb[1], {"directions": sel})
-                oa, ob = _translation_metric(A, sel, "off_target"), _translation_metric(B, sel, "off_target")
+                oa, ob = _translation_metric(ea, sel, "off_target"), _translation_metric(eb, sel, "off_target")
                 if oa and ob:
                     add("translation", f"off-target {side} ({elabel})", "points",
                         _scale(hierarchical_mean_diff(oa[0], ob[0], None, cfg.n_boot, seed=cfg.seed), 100),
                         [v * 100 for v in oa[1]], [v * 100 for v in ob[1]], {"directions": sel})
-            ta, tb = _transfer_metric(A), _transfer_metric(B)
-            if ta and tb and ta[0] == tb[0]:
+            ta, tb = _transfer_metric(ea), _transfer_metric(eb)
+            if ta and tb and ta["langs"] == tb["langs"]:
                 add("transfer", f"transfer accuracy, mean over non-source languages ({elabel})", "points",
-                    _scale(hierarchical_mean_diff(ta[1], tb[1], ta[3], cfg.n_boot, seed=cfg.seed), 100),
-                    [v * 100 for v in ta[2]], [v * 100 for v in tb[2]], {"languages": ta[0], "clustered_by_source_text": True})
-                gap_a, gap_b = _transfer_gap(A), _transfer_gap(B)
-                if gap_a and gap_b:
+                    _scale(hierarchical_mean_diff(ta["acc"], tb["acc"], ta["clusters"], cfg.n_boot, seed=cfg.seed), 100),
+                    [v * 100 for v in ta["acc_seeds"]], [v * 100 for v in tb["acc_seeds"]],
+                    {"languages": ta["langs"], "clustered_by_source_text": True})
+                if ta["gap"] and tb["gap"]:
                     add("transfer", f"transfer gap, source − X ({elabel})", "points",
-                        _scale(hierarchical_mean_diff(gap_a[0], gap_b[0], None, cfg.n_boot, seed=cfg.seed), 100),
-                        [v * 100 for v in gap_a[1]], [v * 100 for v in gap_b[1]], {"languages": ta[0]})
-            have = [set(b) for arm in [*A, *B] if (b := arm.eval.get("benchmarks"))]
-            benches = sorted(set.intersection(*have)) if have else []
-            for bench in benches:
-                ma, mb = _benchmark_metric(A, bench), _benchmark_metric(B, bench)
+                        _scale(hierarchical_mean_diff(ta["gap"], tb["gap"], None, cfg.n_boot, seed=cfg.seed), 100),
+                        [v * 100 for v in ta["gap_seeds"]], [v * 100 for v in tb["gap_seeds"]], {"languages": ta["langs"]})
+            have = [set(b) for e in [*ea, *eb] if (b := e.get("benchmarks"))]
+            for bench in sorted(set.intersection(*have)) if have else []:
+                ma, mb = _benchmark_metric(ea, bench), _benchmark_metric(eb, bench)
                 if ma and mb and ma[0] == mb[0]:
                     add("multiple choice", f"{bench} accuracy ({elabel})", "points",
                         _scale(hierarchical_mean_diff(ma[1], mb[1], None, cfg.n_boot, seed=cfg.seed), 100),
                         [v * 100 for v in ma[2]], [v * 100 for v in mb[2]], {"languages": ma[0]})
-            pa, pb = _ppl_metric(A, cfg.perplexity_lang), _ppl_metric(B, cfg.perplexity_lang)
+            pa, pb = _ppl_metric(ea, cfg.perplexity_lang), _ppl_metric(eb, cfg.perplexity_lang)
             if pa is not None and pb is not None:
                 diff = hierarchical_corpus_diff(pa[0], pb[0], perplexity_from_stats, relative=True, n_boot=cfg.n_boot, seed=cfg.seed)
                 add("forgetting", f"perplexity {cfg.perplexity_lang} (relative; {elabel})", "%", _scale(diff, 100), pa[1], pb[1], {})
