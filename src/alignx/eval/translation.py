@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 BLEU_TOKENIZERS = ("auto", "flores101", "flores200", "13a", "intl", "char", "zh", "none")
 _NO_SPACE_SCRIPTS = {"Jpan", "Thai", "Khmr", "Laoo", "Mymr"}
 N_SAMPLES = 5  # rows of {src, ref, hyp} stored in eval.json per direction
-LENGTH_CAP_SLACK = 10
-MIN_SHARED_PREFIX = 8  # tokens; a shorter shared prefix is not worth a cache copy per batch  # new tokens a sentence gets beyond length_cap x its source tokens
+LENGTH_CAP_SLACK = 10  # new tokens a sentence gets beyond length_cap x its source tokens
+MIN_SHARED_PREFIX = 8  # tokens; a shorter shared prefix is not worth a cache copy per batch
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
         prefix_ids = torch.tensor([encoded[0]["input_ids"][:shared]], device=device)
         prefixed = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
         prefix_cache = getattr(prefixed, "cache", None) or prefixed.past_key_values
-
     else:
         shared = 0
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]["input_ids"]))
@@ -304,7 +303,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], batch_size: int
                 max_new_tokens=max(row_caps),
                 pad_token_id=pad_id,
                 eos_token_id=eos_ids or None,
-                stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len, row_caps if caps is not None else None)]),
+                stopping_criteria=StoppingCriteriaList([_StopOnNewline(tokenizer, prompt_len, row_caps)]),
             )
         texts = tokenizer.batch_decode([g[prompt_len: prompt_len + c] for g, c in zip(gen, row_caps, strict=True)], skip_special_tokens=True)
         for i, text in zip(idx, texts, strict=True):
